@@ -1,0 +1,216 @@
+//! The command line: `serve` (the default), `migrate` and `centers`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+
+use crate::keys::{self, KeyHash};
+use crate::settings::{DatabaseUrl, Settings};
+use crate::store::{self, CenterChanges, NewKey, SqliteStore, Store};
+use crate::AppState;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kpi-service",
+    version,
+    about = "Collects KPI batches and events from veterinary clinics"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage centers and their keys.
+    #[command(subcommand)]
+    Centers(CentersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CentersCommand {
+    /// Register a center and print its new key once.
+    Add {
+        code: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        city: Option<String>,
+        #[arg(long)]
+        country: Option<String>,
+        /// Lifetime of the key, such as 90d or 12h; without it the key never expires.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// List centers (never keys).
+    List,
+    /// Issue a new key and print it once; older keys keep working for the grace period.
+    RotateKey {
+        code: String,
+        /// How long older keys keep working, such as 24h; 0s ends them at once.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        grace: Duration,
+        /// Lifetime of the new key; without it the key never expires.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// Stop accepting data from a center.
+    Deactivate { code: String },
+    /// Accept data from a center again.
+    Activate { code: String },
+}
+
+/// Opens the configured store and applies migrations.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    let store = store::connect(&settings.database_url)
+        .await
+        .context("cannot connect to the database")?;
+    if let DatabaseUrl::Sqlite(url) = &settings.database_url {
+        if let Some(path) = SqliteStore::filename(url) {
+            tracing::info!(path = %path.display(), "using the embedded SQLite database");
+        }
+    }
+    store.migrate().await.context("database migration failed")?;
+    Ok(store)
+}
+
+/// Runs the service until SIGINT or SIGTERM.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let store = open_store(&settings).await?;
+    let address = std::net::SocketAddr::new(settings.host, settings.port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        environment = settings.environment.as_str(),
+        backend = store.backend(),
+        "service started"
+    );
+    crate::serve(listener, AppState::new(settings, store), shutdown_signal()).await?;
+    tracing::info!("service stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown signal received; finishing requests in flight");
+}
+
+/// Runs a `centers` subcommand, printing to standard output.
+pub async fn centers(settings: &Settings, command: CentersCommand) -> anyhow::Result<()> {
+    let store = open_store(settings).await?;
+    match command {
+        CentersCommand::Add {
+            code,
+            name,
+            city,
+            country,
+            expires_in,
+        } => {
+            let key = keys::generate();
+            let new_key = new_key(&key, expires_in)?;
+            let changes = CenterChanges {
+                name: Some(name),
+                city,
+                country,
+                is_active: None,
+            };
+            let center = store.create_center(&changes, &code, &new_key).await?;
+            println!("center {} ({}) registered", center.code, center.name);
+            print_key(&key, &new_key);
+        }
+        CentersCommand::List => {
+            println!(
+                "{:<12} {:<6} {:<5} {:<25} {:<20} name",
+                "code", "active", "keys", "last sync", "city"
+            );
+            for listing in store.list_centers().await? {
+                let center = listing.center;
+                let last_sync = center
+                    .last_sync_at
+                    .map_or_else(|| "never".to_owned(), |at| at.to_rfc3339());
+                println!(
+                    "{:<12} {:<6} {:<5} {:<25} {:<20} {}",
+                    center.code,
+                    if center.is_active { "yes" } else { "no" },
+                    listing.active_keys,
+                    last_sync,
+                    center.city.unwrap_or_default(),
+                    center.name
+                );
+            }
+        }
+        CentersCommand::RotateKey {
+            code,
+            grace,
+            expires_in,
+        } => {
+            let key = keys::generate();
+            let new_key = new_key(&key, expires_in)?;
+            let old_keys_expire_at =
+                Utc::now() + chrono::Duration::from_std(grace).context("grace period too long")?;
+            store
+                .rotate_key(&code, &new_key, old_keys_expire_at)
+                .await?;
+            println!(
+                "new key issued for {code}; older keys stop working at {}",
+                old_keys_expire_at.to_rfc3339()
+            );
+            print_key(&key, &new_key);
+        }
+        CentersCommand::Deactivate { code } => {
+            store.set_active(&code, false).await?;
+            println!("center {code} deactivated");
+        }
+        CentersCommand::Activate { code } => {
+            store.set_active(&code, true).await?;
+            println!("center {code} activated");
+        }
+    }
+    Ok(())
+}
+
+fn new_key(key: &str, expires_in: Option<Duration>) -> anyhow::Result<NewKey> {
+    let expires_at = match expires_in {
+        Some(lifetime) => {
+            Some(Utc::now() + chrono::Duration::from_std(lifetime).context("lifetime too long")?)
+        }
+        None => None,
+    };
+    Ok(NewKey {
+        hash: KeyHash::of(key),
+        expires_at,
+    })
+}
+
+fn print_key(key: &str, new_key: &NewKey) {
+    println!("api key (shown only once; send it in the X-API-Key header): {key}");
+    if let Some(at) = new_key.expires_at {
+        println!("the key expires at {}", at.to_rfc3339());
+    }
+}

@@ -1,0 +1,237 @@
+//! The service's one error type and the problem documents it becomes.
+//!
+//! Handlers return [`ApiError`]; its response carries a [`Problem`] in the
+//! response extensions, and the [`render_problems`] middleware writes the
+//! body with the request path as `instance`. Error responses made elsewhere
+//! (axum's own rejections, tower-http's limits) are turned into problem
+//! documents by the same middleware, so no client ever sees plain text.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::store::StoreError;
+
+/// One failed validation rule, in the shape the old service used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldError {
+    /// Path to the value, starting with `"body"`; list indices are numbers.
+    pub loc: Vec<Value>,
+    pub msg: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl FieldError {
+    pub fn new(loc: Vec<Value>, msg: impl Into<String>, kind: impl Into<String>) -> Self {
+        Self {
+            loc,
+            msg: msg.into(),
+            kind: kind.into(),
+        }
+    }
+
+    /// An error about the body as a whole.
+    pub fn body(msg: impl Into<String>, kind: &str) -> Self {
+        Self::new(vec![Value::from("body")], msg, kind)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// A missing, wrong, inactive or expired key; the text is the `detail`.
+    #[error("authentication failed: {0}")]
+    Unauthorized(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The body of an error response before the middleware adds `instance`.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    pub errors: Option<Vec<FieldError>>,
+}
+
+impl Problem {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            title,
+            detail: detail.into(),
+            errors: None,
+        }
+    }
+
+    /// The problem for an error response that carried none, by status code.
+    fn for_status(status: StatusCode) -> Self {
+        let (kind, title, detail) = match status {
+            StatusCode::NOT_FOUND => ("not_found", "Not Found", "Not Found"),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "Method Not Allowed",
+                "Method Not Allowed",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "payload_too_large",
+                "Payload Too Large",
+                "Request body is larger than 1 MiB",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "Unsupported Media Type",
+                "Request body must be JSON (Content-Type: application/json)",
+            ),
+            StatusCode::UNAUTHORIZED => (
+                "authentication_error",
+                "Authentication Error",
+                "Authentication required",
+            ),
+            status if status.is_server_error() => (
+                "internal_error",
+                "Internal Server Error",
+                "Internal server error",
+            ),
+            _ => (
+                "http_error",
+                "HTTP Error",
+                status.canonical_reason().unwrap_or("Request failed"),
+            ),
+        };
+        Self::new(status, kind, title, detail)
+    }
+
+    fn to_json(&self, instance: &str) -> Value {
+        let mut body = serde_json::json!({
+            "type": self.kind,
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "instance": instance,
+        });
+        if let Some(errors) = &self.errors {
+            body["errors"] = serde_json::to_value(errors).unwrap_or_default();
+        }
+        body
+    }
+}
+
+impl ApiError {
+    fn problem(&self) -> Problem {
+        match self {
+            ApiError::Validation(errors) => Problem {
+                errors: Some(errors.clone()),
+                ..Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_error",
+                    "Validation Error",
+                    "Request validation failed",
+                )
+            },
+            ApiError::Unauthorized(detail) => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "Authentication Error",
+                detail.clone(),
+            ),
+            ApiError::NotFound(detail) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Not Found",
+                detail.clone(),
+            ),
+            ApiError::BadRequest(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "Bad Request",
+                detail.clone(),
+            ),
+            ApiError::UnsupportedMediaType => {
+                Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            }
+            ApiError::PayloadTooLarge => Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE),
+            ApiError::Store(err) => {
+                // The client learns only that storage failed; the cause goes to the log.
+                tracing::error!(error = %err, "storage operation failed");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_error",
+                    "Database Error",
+                    "The database is unavailable; retry later",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let mut response = problem.status.into_response();
+        if problem.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("ApiKey"));
+        }
+        if problem.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response.extensions_mut().insert(problem);
+        response
+    }
+}
+
+/// Writes every error response as a problem document with the request path
+/// as `instance`.
+pub async fn render_problems(request: Request, next: Next) -> Response {
+    let instance = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let problem = match parts.extensions.remove::<Problem>() {
+        Some(problem) => problem,
+        None if is_problem_json(&parts.headers) => return Response::from_parts(parts, body),
+        None => Problem::for_status(status),
+    };
+    let bytes = serde_json::to_vec(&problem.to_json(&instance)).unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+fn is_problem_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/problem+json"))
+}

@@ -1,0 +1,91 @@
+//! The PetHospital KPI service: collects daily KPI batches and real-time
+//! events from veterinary clinics.
+//!
+//! [`router`] builds the whole HTTP application and [`serve`] runs it on a
+//! listener until a shutdown signal, so that tests run the real service on
+//! port 0.
+
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod extract;
+pub mod keys;
+pub mod lenient;
+pub mod model;
+pub mod routes;
+pub mod settings;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::{middleware, Router, ServiceExt};
+use tokio::net::TcpListener;
+use tower::Layer;
+use tower_http::normalize_path::NormalizePathLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::auth::BodyKeyWarnings;
+use crate::error::{render_problems, ApiError};
+use crate::keys::KeyHash;
+use crate::settings::Settings;
+use crate::store::Store;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
+/// What every handler shares.
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    /// Digest of `CENTER_API_KEY`, if set.
+    pub master_key: Option<KeyHash>,
+    pub body_key_warnings: BodyKeyWarnings,
+}
+
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    pub fn new(settings: Settings, store: Arc<dyn Store>) -> SharedState {
+        let master_key = settings.master_key().map(KeyHash::of);
+        Arc::new(AppState {
+            settings,
+            store,
+            master_key,
+            body_key_warnings: BodyKeyWarnings::default(),
+        })
+    }
+}
+
+/// Builds the application: routes, problem documents for every error,
+/// request ids and request logging.
+pub fn router(state: SharedState) -> Router {
+    routes::router()
+        .fallback(|| async { ApiError::NotFound("Not Found".to_owned()) })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn(render_problems))
+        .layer(telemetry::trace_layer())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Serves `state`'s application on `listener` until `shutdown` completes,
+/// then lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: SharedState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // Paths are normalized before routing, so `/kpi/submit/` reaches `/kpi/submit`.
+    let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
+    let service = ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        SocketAddr,
+    >(app);
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

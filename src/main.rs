@@ -1,0 +1,36 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use kpi_service::cli::{self, Cli, Command};
+use kpi_service::settings::Settings;
+use kpi_service::telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A missing .env file is normal; the environment alone is enough.
+    let _ = dotenvy::dotenv();
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("kpi-service: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log_level);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => cli::serve(settings).await,
+        Command::Migrate => cli::open_store(&settings).await.map(|store| {
+            tracing::info!(backend = store.backend(), "migrations applied");
+        }),
+        Command::Centers(command) => cli::centers(&settings, command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "kpi-service failed");
+            eprintln!("kpi-service: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

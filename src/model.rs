@@ -1,0 +1,359 @@
+//! Request bodies of the write endpoints and their validation rules.
+//!
+//! Unknown fields are ignored at every level, because old clients send extra
+//! ones. Every integer goes through [`crate::lenient`] and is then checked to
+//! fit the 32-bit columns.
+
+use chrono::{DateTime, Days, FixedOffset, NaiveDate, NaiveDateTime, Utc};
+use serde::{Deserialize, Deserializer};
+use validator::{Validate, ValidationError, ValidationErrors};
+
+use crate::lenient::{self, INT_MAX};
+
+/// Rejects a date after tomorrow in UTC: clinics are at most a day ahead of UTC,
+/// so a later date is a client's clock or typing error.
+pub fn not_after_tomorrow(date: &NaiveDate) -> Result<(), ValidationError> {
+    let tomorrow = Utc::now().date_naive() + Days::new(1);
+    if *date > tomorrow {
+        let message =
+            format!("date {date} is in the future; the latest accepted date is {tomorrow}");
+        return Err(ValidationError::new("date_in_future").with_message(message.into()));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct SubmitBody {
+    #[validate(length(min = 1, max = 50))]
+    pub center_code: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[validate(custom(function = "not_after_tomorrow"))]
+    pub date: NaiveDate,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub total_orders: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub total_results: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub total_pets: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub total_owners: i64,
+    #[serde(default, deserialize_with = "lenient::list")]
+    #[validate(nested)]
+    pub tests: Vec<TestCount>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    #[validate(nested)]
+    pub species: Vec<SpeciesCount>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    #[validate(nested)]
+    pub breeds: Vec<BreedCount>,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct TestCount {
+    #[validate(length(min = 1, max = 50))]
+    pub code: String,
+    #[serde(default)]
+    #[validate(length(max = 255))]
+    pub name: Option<String>,
+    #[serde(deserialize_with = "lenient::int")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub count: i64,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct SpeciesCount {
+    #[validate(length(min = 1, max = 100))]
+    pub species: String,
+    #[serde(deserialize_with = "lenient::int")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub count: i64,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct BreedCount {
+    #[validate(length(min = 1, max = 255))]
+    pub breed: String,
+    #[serde(default)]
+    #[validate(length(max = 100))]
+    pub species: Option<String>,
+    #[serde(deserialize_with = "lenient::int")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub count: i64,
+}
+
+/// The parts that `/kpi/submit/enhanced` takes beyond a plain batch.
+#[derive(Debug, Default, Deserialize, Validate)]
+pub struct EnhancedParts {
+    #[serde(default)]
+    #[validate(nested)]
+    pub performance: Option<Performance>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    #[validate(nested)]
+    pub modules: Vec<ModuleUsage>,
+    #[serde(default)]
+    #[validate(nested)]
+    pub system_usage: Option<SystemUsage>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    #[validate(nested)]
+    pub payment_methods: Vec<PaymentMethodUsage>,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct Performance {
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub avg_order_processing_time: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    #[validate(range(min = 0, max = 23))]
+    pub peak_hour: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub peak_hour_orders: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    #[validate(range(min = 0, max = 100))]
+    pub completion_rate: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub same_day_completion: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub morning_orders: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub afternoon_orders: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub evening_orders: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub night_orders: i64,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct ModuleUsage {
+    #[validate(length(min = 1, max = 100))]
+    pub module_name: String,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub operations_count: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub active_users: i64,
+    /// Cents.
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub total_revenue: Option<i64>,
+    /// Cents.
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub avg_transaction: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct SystemUsage {
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub total_active_users: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub peak_concurrent_users: i64,
+    /// Minutes.
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub avg_session_duration: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub web_access_count: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub mobile_access_count: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub desktop_access_count: i64,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub total_workstations: i64,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct PaymentMethodUsage {
+    #[validate(length(min = 1, max = 50))]
+    pub payment_method: String,
+    #[serde(default, deserialize_with = "lenient::int_or_zero")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub transaction_count: i64,
+    /// Cents.
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    #[validate(range(min = 0, max = INT_MAX))]
+    pub total_amount: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    OrderCreated,
+    ResultCreated,
+    PetCreated,
+    OwnerCreated,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::OrderCreated => "order_created",
+            EventType::ResultCreated => "result_created",
+            EventType::PetCreated => "pet_created",
+            EventType::OwnerCreated => "owner_created",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct EventBody {
+    #[validate(length(min = 1, max = 50))]
+    pub center_code: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    pub event_type: EventType,
+    #[serde(deserialize_with = "timestamp")]
+    #[validate(custom(function = "event_day_not_after_tomorrow"))]
+    pub timestamp: DateTime<FixedOffset>,
+    #[validate(nested)]
+    pub data: EventData,
+}
+
+impl EventBody {
+    /// The day the event counts on: the timestamp's calendar date in its own offset.
+    pub fn day(&self) -> NaiveDate {
+        self.timestamp.date_naive()
+    }
+}
+
+fn event_day_not_after_tomorrow(timestamp: &DateTime<FixedOffset>) -> Result<(), ValidationError> {
+    not_after_tomorrow(&timestamp.date_naive())
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct EventData {
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    pub order_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    pub result_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    pub pet_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    pub owner_id: Option<i64>,
+    /// Informational only; the listed `tests` are what counts.
+    #[serde(default, deserialize_with = "lenient::opt_int")]
+    pub test_count: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    #[validate(nested)]
+    pub tests: Vec<TestCode>,
+    #[serde(default)]
+    #[validate(length(min = 1, max = 100))]
+    pub species: Option<String>,
+    #[serde(default)]
+    #[validate(length(min = 1, max = 255))]
+    pub breed: Option<String>,
+}
+
+/// A test code listed in an event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct TestCode(pub String);
+
+/// Field name under which a value's own errors are filed; it adds nothing to the path.
+pub const SELF_FIELD: &str = "__self__";
+
+impl Validate for TestCode {
+    fn validate(&self) -> Result<(), ValidationErrors> {
+        let length = self.0.chars().count();
+        if (1..=50).contains(&length) {
+            return Ok(());
+        }
+        let mut error = ValidationError::new("length");
+        error.add_param("min".into(), &1);
+        error.add_param("max".into(), &50);
+        error.add_param("value".into(), &self.0);
+        let mut errors = ValidationErrors::new();
+        errors.add(SELF_FIELD, error);
+        Err(errors)
+    }
+}
+
+/// Center metadata sent by `PUT /kpi/centers/{code}`; absent or null fields
+/// are left unchanged.
+#[derive(Debug, Default, Deserialize, Validate)]
+pub struct CenterUpdate {
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    #[validate(length(min = 1, max = 255))]
+    pub name: Option<String>,
+    #[serde(default)]
+    #[validate(length(max = 100))]
+    pub city: Option<String>,
+    #[serde(default)]
+    #[validate(length(max = 100))]
+    pub country: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub is_active: Option<bool>,
+}
+
+/// Parses an RFC 3339 timestamp; one without an offset is taken as UTC.
+fn timestamp<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<DateTime<FixedOffset>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_timestamp(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "invalid timestamp {text:?}; expected RFC 3339, such as 2025-11-17T22:30:00-04:00"
+        ))
+    })
+}
+
+pub fn parse_timestamp(text: &str) -> Option<DateTime<FixedOffset>> {
+    let text = text.trim();
+    if let Ok(parsed) = DateTime::parse_from_rfc3339(text) {
+        return Some(parsed);
+    }
+    // Python's isoformat() may separate date and time with a space.
+    let normalized = text.replacen(' ', "T", 1);
+    if let Ok(parsed) = DateTime::parse_from_rfc3339(&normalized) {
+        return Some(parsed);
+    }
+    let naive = NaiveDateTime::parse_from_str(&normalized, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(&normalized, "%Y-%m-%dT%H:%M"))
+        .ok()?;
+    Some(naive.and_utc().fixed_offset())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_keep_their_own_offset() {
+        let late = parse_timestamp("2025-11-17T22:30:00-04:00").unwrap();
+        assert_eq!(late.date_naive().to_string(), "2025-11-17");
+        let naive = parse_timestamp("2025-11-17T22:30:00").unwrap();
+        assert_eq!(naive.offset().local_minus_utc(), 0);
+        assert!(parse_timestamp("2025-11-17 22:30:00.123456+02:00").is_some());
+        assert!(parse_timestamp("2025-11-17T22:30:00Z").is_some());
+        assert!(parse_timestamp("yesterday").is_none());
+        assert!(parse_timestamp("2025-13-01T00:00:00").is_none());
+    }
+
+    #[test]
+    fn dates_after_tomorrow_are_rejected() {
+        let today = Utc::now().date_naive();
+        assert!(not_after_tomorrow(&today).is_ok());
+        assert!(not_after_tomorrow(&(today + Days::new(1))).is_ok());
+        assert!(not_after_tomorrow(&(today + Days::new(2))).is_err());
+    }
+}

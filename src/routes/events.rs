@@ -1,0 +1,96 @@
+//! Real-time events: `POST /kpi/events`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::{authenticate_write, require_active, ClientIp};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{parse, JsonObject};
+use crate::model::{EventBody, EventType};
+use crate::store::{CenterChanges, EventIncrements, Total};
+use crate::SharedState;
+
+const INVALID_DETAIL: &str = "Invalid API key for center";
+const INACTIVE_DETAIL: &str = "Invalid center code or API key";
+
+pub fn router() -> Router<SharedState> {
+    Router::new().route("/kpi/events", post(record_event))
+}
+
+async fn record_event(
+    State(state): State<SharedState>,
+    ClientIp(client_ip): ClientIp,
+    headers: HeaderMap,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let event: EventBody = parse(&body).map_err(ApiError::Validation)?;
+    let code = &event.center_code;
+    let caller = authenticate_write(
+        &state,
+        &headers,
+        event.api_key.as_deref(),
+        code,
+        client_ip,
+        INVALID_DETAIL,
+    )
+    .await?;
+    require_active(&caller, client_ip, INACTIVE_DETAIL)?;
+    let (center_id, center_name) = match caller {
+        Caller::CenterKey(center) | Caller::Master(center) => (center.id, center.name),
+        Caller::MasterForUnknownCenter => {
+            // The master key may register a center; its name starts as the code.
+            let center = state
+                .store
+                .upsert_center(code, &CenterChanges::default())
+                .await?;
+            tracing::info!(center_code = %code, "center registered by an event sent with the master key");
+            (center.id, center.name)
+        }
+    };
+    let increments = increments(&event);
+    state.store.record_event(center_id, &increments).await?;
+    tracing::debug!(center_code = %code, event_type = event.event_type.as_str(), "event counted");
+    let response = json!({
+        "message": "Event processed successfully",
+        "event_type": event.event_type.as_str(),
+        "center": center_name,
+        "date": increments.date.to_string(),
+    });
+    Ok((StatusCode::ACCEPTED, Json(response)))
+}
+
+/// What an event adds to its day, counted on the timestamp's own calendar date.
+fn increments(event: &EventBody) -> EventIncrements {
+    let data = &event.data;
+    let (total, counts_details, counts_tests) = match event.event_type {
+        EventType::OrderCreated => (Total::Orders, true, true),
+        EventType::ResultCreated => (Total::Results, false, false),
+        EventType::PetCreated => (Total::Pets, true, false),
+        EventType::OwnerCreated => (Total::Owners, false, false),
+    };
+    let mut tests: Vec<(String, i32)> = Vec::new();
+    if counts_tests {
+        for code in &data.tests {
+            match tests.iter_mut().find(|(seen, _)| *seen == code.0) {
+                Some((_, count)) => *count += 1,
+                None => tests.push((code.0.clone(), 1)),
+            }
+        }
+    }
+    let species = data.species.clone().filter(|_| counts_details);
+    let breed = match (&data.breed, &data.species) {
+        (Some(breed), Some(species)) if counts_details => Some((breed.clone(), species.clone())),
+        _ => None,
+    };
+    EventIncrements {
+        date: event.day(),
+        total,
+        tests,
+        species,
+        breed,
+    }
+}

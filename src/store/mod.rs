@@ -1,0 +1,257 @@
+//! Storage behind one interface, with a PostgreSQL and an SQLite backend
+//! chosen from the database URL's scheme. Each backend owns its migrations.
+
+mod postgres;
+mod shared;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use crate::keys::KeyHash;
+use crate::settings::DatabaseUrl;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("center {0} already exists")]
+    CenterExists(String),
+    #[error("center {0} not found")]
+    CenterNotFound(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A stored key of a center.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub hash: KeyHash,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What authentication needs to know about a center.
+#[derive(Debug, Clone)]
+pub struct CenterAuth {
+    pub id: i32,
+    pub code: String,
+    pub name: String,
+    pub is_active: bool,
+    pub keys: Vec<StoredKey>,
+}
+
+/// Metadata changes; `None` leaves a field unchanged.
+#[derive(Debug, Clone, Default)]
+pub struct CenterChanges {
+    pub name: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub is_active: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Center {
+    pub id: i32,
+    pub code: String,
+    pub name: String,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub is_active: bool,
+    pub registered_at: DateTime<Utc>,
+    pub last_sync_at: Option<DateTime<Utc>>,
+}
+
+/// A center as the administration command lists it, with its key count.
+#[derive(Debug, Clone)]
+pub struct CenterListing {
+    pub center: Center,
+    pub active_keys: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayTotals {
+    pub orders: i32,
+    pub results: i32,
+    pub pets: i32,
+    pub owners: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRow {
+    pub code: String,
+    pub name: Option<String>,
+    pub count: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreedRow {
+    pub breed: String,
+    pub species: Option<String>,
+    pub count: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerformanceRow {
+    pub avg_order_processing_time: Option<i32>,
+    pub peak_hour: Option<i32>,
+    pub peak_hour_orders: Option<i32>,
+    pub completion_rate: Option<i32>,
+    pub same_day_completion: Option<i32>,
+    pub morning_orders: i32,
+    pub afternoon_orders: i32,
+    pub evening_orders: i32,
+    pub night_orders: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleRow {
+    pub module_name: String,
+    pub operations_count: i32,
+    pub active_users: i32,
+    pub total_revenue: Option<i32>,
+    pub avg_transaction: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemUsageRow {
+    pub total_active_users: i32,
+    pub peak_concurrent_users: i32,
+    pub avg_session_duration: Option<i32>,
+    pub web_access_count: i32,
+    pub mobile_access_count: i32,
+    pub desktop_access_count: i32,
+    pub total_workstations: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentMethodRow {
+    pub payment_method: String,
+    pub transaction_count: i32,
+    pub total_amount: Option<i32>,
+}
+
+/// One day's batch for one center, with duplicate list entries already merged.
+#[derive(Debug, Clone, Default)]
+pub struct DayBatch {
+    pub date: NaiveDate,
+    pub totals: DayTotals,
+    pub tests: Vec<TestRow>,
+    pub species: Vec<(String, i32)>,
+    pub breeds: Vec<BreedRow>,
+    /// Replaces the day's row when present.
+    pub performance: Option<PerformanceRow>,
+    /// Replace the day's rows when non-empty.
+    pub modules: Vec<ModuleRow>,
+    pub system_usage: Option<SystemUsageRow>,
+    pub payment_methods: Vec<PaymentMethodRow>,
+}
+
+/// The day total that an event increments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Total {
+    Orders,
+    Results,
+    Pets,
+    Owners,
+}
+
+/// The increments of one event, all on one center's day.
+#[derive(Debug, Clone)]
+pub struct EventIncrements {
+    pub date: NaiveDate,
+    pub total: Total,
+    /// Test codes with how many times the event lists each.
+    pub tests: Vec<(String, i32)>,
+    pub species: Option<String>,
+    /// Breed and species, counted only when both are known.
+    pub breed: Option<(String, String)>,
+}
+
+/// Rows removed per table by a center's data deletion, in table order.
+pub type DeletedCounts = Vec<(&'static str, u64)>;
+
+/// The KPI tables that hold a center's data, children before parents.
+pub const DATA_TABLES: [&str; 8] = [
+    "test_summaries",
+    "species_summaries",
+    "breed_summaries",
+    "performance_metrics",
+    "module_metrics",
+    "system_usage_metrics",
+    "payment_method_metrics",
+    "daily_metrics",
+];
+
+/// A new key for a center.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub hash: KeyHash,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"postgres"` or `"sqlite"`, for logs.
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations; safe to run from several processes at once.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Checks that the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Finds a center by its exact code, with its keys.
+    async fn find_center(&self, code: &str) -> StoreResult<Option<CenterAuth>>;
+
+    /// Registers a center that may not exist yet (the name defaults to the
+    /// code) and applies `changes`, in one statement.
+    async fn upsert_center(&self, code: &str, changes: &CenterChanges) -> StoreResult<Center>;
+
+    /// Replaces a center's day with `batch`, in one transaction.
+    async fn save_day(&self, center_id: i32, batch: &DayBatch) -> StoreResult<()>;
+
+    /// Applies one event's increments, in one transaction.
+    async fn record_event(&self, center_id: i32, event: &EventIncrements) -> StoreResult<()>;
+
+    /// Deletes every KPI row of a center and resets its last sync.
+    async fn delete_center_data(&self, center_id: i32) -> StoreResult<DeletedCounts>;
+
+    /// Creates a center with a first key; fails if the code is taken.
+    async fn create_center(
+        &self,
+        center: &CenterChanges,
+        code: &str,
+        key: &NewKey,
+    ) -> StoreResult<Center>;
+
+    /// Lists every center ordered by code.
+    async fn list_centers(&self) -> StoreResult<Vec<CenterListing>>;
+
+    /// Adds a key to a center, and makes every older key expire at
+    /// `old_keys_expire_at` unless it expires sooner already.
+    async fn rotate_key(
+        &self,
+        code: &str,
+        key: &NewKey,
+        old_keys_expire_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Activates or deactivates a center.
+    async fn set_active(&self, code: &str, active: bool) -> StoreResult<()>;
+}
+
+/// Opens the store that `url` names.
+pub async fn connect(url: &DatabaseUrl) -> StoreResult<Arc<dyn Store>> {
+    Ok(match url {
+        DatabaseUrl::Postgres(url) => Arc::new(PgStore::connect(url).await?),
+        DatabaseUrl::Sqlite(url) => Arc::new(SqliteStore::connect(url).await?),
+    })
+}

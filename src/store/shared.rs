@@ -1,0 +1,406 @@
+//! The [`Store`](super::Store) implementation that both backends share.
+//!
+//! The SQL in [`super::sql`] runs unchanged on PostgreSQL and SQLite, but
+//! sqlx's executor traits make code generic over two databases hard to read,
+//! so [`impl_store!`] writes the implementation once per concrete backend.
+//! Each backend type provides `pool`, `begin_write`, `run_migrations` and
+//! `insert_day_lists`.
+
+use chrono::{DateTime, Utc};
+
+use super::{Center, StoredKey};
+use crate::keys::KeyHash;
+
+/// A `centers` row as both backends return it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct CenterRow {
+    pub id: i32,
+    pub code: String,
+    pub name: String,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub is_active: i32,
+    pub registered_at: DateTime<Utc>,
+    pub last_sync_at: Option<DateTime<Utc>>,
+}
+
+impl From<CenterRow> for Center {
+    fn from(row: CenterRow) -> Self {
+        Center {
+            id: row.id,
+            code: row.code,
+            name: row.name,
+            city: row.city,
+            country: row.country,
+            is_active: row.is_active != 0,
+            registered_at: row.registered_at,
+            last_sync_at: row.last_sync_at,
+        }
+    }
+}
+
+/// A `center_api_keys` row.
+#[derive(Debug, sqlx::FromRow)]
+pub struct KeyRow {
+    pub id: i64,
+    #[sqlx(default)]
+    pub center_id: i32,
+    pub key_hash: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl KeyRow {
+    /// The stored key; a hash that is not valid hex (hand-edited data) never matches.
+    pub fn stored_key(&self) -> Option<StoredKey> {
+        Some(StoredKey {
+            hash: KeyHash::from_hex(&self.key_hash)?,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $backend:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn migrate(&self) -> $crate::store::StoreResult<()> {
+                self.run_migrations().await
+            }
+
+            async fn ping(&self) -> $crate::store::StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn find_center(
+                &self,
+                code: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::store::CenterAuth>> {
+                use $crate::store::shared::{CenterRow, KeyRow};
+                use $crate::store::sql;
+
+                let Some(row) = sqlx::query_as::<_, CenterRow>(sql::FIND_CENTER)
+                    .bind(code)
+                    .fetch_optional(&self.pool)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let keys = sqlx::query_as::<_, KeyRow>(sql::CENTER_KEYS)
+                    .bind(row.id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(Some($crate::store::CenterAuth {
+                    id: row.id,
+                    code: row.code,
+                    name: row.name,
+                    is_active: row.is_active != 0,
+                    keys: keys.iter().filter_map(KeyRow::stored_key).collect(),
+                }))
+            }
+
+            async fn upsert_center(
+                &self,
+                code: &str,
+                changes: &$crate::store::CenterChanges,
+            ) -> $crate::store::StoreResult<$crate::store::Center> {
+                let row = sqlx::query_as::<_, $crate::store::shared::CenterRow>(
+                    $crate::store::sql::UPSERT_CENTER,
+                )
+                .bind(code)
+                .bind(changes.name.as_deref())
+                .bind(changes.city.as_deref())
+                .bind(changes.country.as_deref())
+                .bind(changes.is_active.map(i32::from))
+                .bind(chrono::Utc::now())
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(row.into())
+            }
+
+            async fn save_day(
+                &self,
+                center_id: i32,
+                batch: &$crate::store::DayBatch,
+            ) -> $crate::store::StoreResult<()> {
+                use $crate::store::sql;
+
+                let now = chrono::Utc::now();
+                let mut tx = self.begin_write().await?;
+                let totals = batch.totals;
+                // The day row goes first: its row lock orders concurrent batches
+                // for one day, so that exactly one of them ends up stored whole.
+                sqlx::query(sql::UPSERT_DAY_TOTALS)
+                    .bind(center_id)
+                    .bind(batch.date)
+                    .bind(totals.orders)
+                    .bind(totals.results)
+                    .bind(totals.pets)
+                    .bind(totals.owners)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                for statement in [
+                    sql::DELETE_DAY_TESTS,
+                    sql::DELETE_DAY_SPECIES,
+                    sql::DELETE_DAY_BREEDS,
+                ] {
+                    sqlx::query(statement)
+                        .bind(center_id)
+                        .bind(batch.date)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if !batch.modules.is_empty() {
+                    sqlx::query(sql::DELETE_DAY_MODULES)
+                        .bind(center_id)
+                        .bind(batch.date)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if !batch.payment_methods.is_empty() {
+                    sqlx::query(sql::DELETE_DAY_PAYMENTS)
+                        .bind(center_id)
+                        .bind(batch.date)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Self::insert_day_lists(&mut tx, center_id, batch, now).await?;
+                if let Some(p) = &batch.performance {
+                    sqlx::query(sql::UPSERT_PERFORMANCE)
+                        .bind(center_id)
+                        .bind(batch.date)
+                        .bind(p.avg_order_processing_time)
+                        .bind(p.peak_hour)
+                        .bind(p.peak_hour_orders)
+                        .bind(p.completion_rate)
+                        .bind(p.same_day_completion)
+                        .bind(p.morning_orders)
+                        .bind(p.afternoon_orders)
+                        .bind(p.evening_orders)
+                        .bind(p.night_orders)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(u) = &batch.system_usage {
+                    sqlx::query(sql::UPSERT_SYSTEM_USAGE)
+                        .bind(center_id)
+                        .bind(batch.date)
+                        .bind(u.total_active_users)
+                        .bind(u.peak_concurrent_users)
+                        .bind(u.avg_session_duration)
+                        .bind(u.web_access_count)
+                        .bind(u.mobile_access_count)
+                        .bind(u.desktop_access_count)
+                        .bind(u.total_workstations)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(sql::SET_LAST_SYNC)
+                    .bind(center_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn record_event(
+                &self,
+                center_id: i32,
+                event: &$crate::store::EventIncrements,
+            ) -> $crate::store::StoreResult<()> {
+                use $crate::store::sql;
+
+                let now = chrono::Utc::now();
+                let mut tx = self.begin_write().await?;
+                sqlx::query(sql::increment_total(event.total))
+                    .bind(center_id)
+                    .bind(event.date)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                for (code, count) in &event.tests {
+                    sqlx::query(sql::INCREMENT_TEST)
+                        .bind(center_id)
+                        .bind(event.date)
+                        .bind(code)
+                        .bind(*count)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(species) = &event.species {
+                    sqlx::query(sql::INCREMENT_SPECIES)
+                        .bind(center_id)
+                        .bind(event.date)
+                        .bind(species)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some((breed, species)) = &event.breed {
+                    sqlx::query(sql::INCREMENT_BREED)
+                        .bind(center_id)
+                        .bind(event.date)
+                        .bind(breed)
+                        .bind(species)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(sql::SET_LAST_SYNC)
+                    .bind(center_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_center_data(
+                &self,
+                center_id: i32,
+            ) -> $crate::store::StoreResult<$crate::store::DeletedCounts> {
+                let mut tx = self.begin_write().await?;
+                let mut deleted = Vec::new();
+                for table in $crate::store::DATA_TABLES {
+                    let statement = format!("DELETE FROM {table} WHERE center_id = $1");
+                    let result = sqlx::query(&statement)
+                        .bind(center_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    deleted.push((table, result.rows_affected()));
+                }
+                sqlx::query($crate::store::sql::RESET_LAST_SYNC)
+                    .bind(center_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(deleted)
+            }
+
+            async fn create_center(
+                &self,
+                center: &$crate::store::CenterChanges,
+                code: &str,
+                key: &$crate::store::NewKey,
+            ) -> $crate::store::StoreResult<$crate::store::Center> {
+                use $crate::store::sql;
+
+                let now = chrono::Utc::now();
+                let mut tx = self.begin_write().await?;
+                let inserted =
+                    sqlx::query_as::<_, $crate::store::shared::CenterRow>(sql::INSERT_CENTER)
+                        .bind(code)
+                        .bind(center.name.as_deref().unwrap_or(code))
+                        .bind(center.city.as_deref())
+                        .bind(center.country.as_deref())
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await;
+                let row = match inserted {
+                    Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+                        return Err($crate::store::StoreError::CenterExists(code.to_owned()));
+                    }
+                    other => other?,
+                };
+                sqlx::query(sql::INSERT_KEY)
+                    .bind(row.id)
+                    .bind(key.hash.to_hex())
+                    .bind(now)
+                    .bind(key.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(row.into())
+            }
+
+            async fn list_centers(
+                &self,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::CenterListing>> {
+                use $crate::store::shared::{CenterRow, KeyRow};
+
+                let centers = sqlx::query_as::<_, CenterRow>($crate::store::sql::ALL_CENTERS)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let keys = sqlx::query_as::<_, KeyRow>($crate::store::sql::ALL_KEYS)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let now = chrono::Utc::now();
+                Ok(centers
+                    .into_iter()
+                    .map(|row| {
+                        let active_keys = keys
+                            .iter()
+                            .filter(|key| {
+                                key.center_id == row.id && key.expires_at.is_none_or(|at| at > now)
+                            })
+                            .count() as i64;
+                        $crate::store::CenterListing {
+                            center: row.into(),
+                            active_keys,
+                        }
+                    })
+                    .collect())
+            }
+
+            async fn rotate_key(
+                &self,
+                code: &str,
+                key: &$crate::store::NewKey,
+                old_keys_expire_at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<()> {
+                use $crate::store::shared::{CenterRow, KeyRow};
+                use $crate::store::sql;
+
+                let now = chrono::Utc::now();
+                let mut tx = self.begin_write().await?;
+                let center = sqlx::query_as::<_, CenterRow>(sql::FIND_CENTER)
+                    .bind(code)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| $crate::store::StoreError::CenterNotFound(code.to_owned()))?;
+                let old_keys = sqlx::query_as::<_, KeyRow>(sql::CENTER_KEYS)
+                    .bind(center.id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for old in old_keys {
+                    if old.expires_at.is_none_or(|at| at > old_keys_expire_at) {
+                        sqlx::query(sql::SET_KEY_EXPIRY)
+                            .bind(old.id)
+                            .bind(old_keys_expire_at)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                sqlx::query(sql::INSERT_KEY)
+                    .bind(center.id)
+                    .bind(key.hash.to_hex())
+                    .bind(now)
+                    .bind(key.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn set_active(&self, code: &str, active: bool) -> $crate::store::StoreResult<()> {
+                let result = sqlx::query($crate::store::sql::SET_ACTIVE)
+                    .bind(code)
+                    .bind(i32::from(active))
+                    .execute(&self.pool)
+                    .await?;
+                if result.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::CenterNotFound(code.to_owned()));
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;

@@ -1,0 +1,138 @@
+//! The embedded SQLite backend, the default when no database URL is set.
+//!
+//! The database runs in WAL mode, so readers never wait for the writer.
+//! Every write transaction starts with `BEGIN IMMEDIATE`, taking the write
+//! lock up front: a deferred transaction that reads first and then writes can
+//! fail at once with "database is locked", while an immediate one waits for
+//! the busy timeout.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+
+use super::shared::impl_store;
+use super::{DayBatch, StoreResult};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// The database file's path, for the start-up log.
+    pub fn filename(url: &str) -> Option<std::path::PathBuf> {
+        let options = SqliteConnectOptions::from_str(url).ok()?;
+        let path = options.get_filename();
+        Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+    }
+
+    /// Applies the migrations under `migrations/sqlite`. sqlx takes no lock on
+    /// SQLite, so a second process that starts at the same moment can fail on
+    /// a migration the first one applied; one retry then finds it applied.
+    async fn run_migrations(&self) -> StoreResult<()> {
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        if migrator.run(&self.pool).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            migrator.run(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Inserts the day's list rows one statement each; the statements are
+    /// prepared once and run in-process, so a loop costs little here.
+    async fn insert_day_lists(
+        tx: &mut SqliteConnection,
+        center_id: i32,
+        batch: &DayBatch,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        for test in &batch.tests {
+            sqlx::query(
+                "INSERT INTO test_summaries (center_id, date, test_code, test_name, count) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(center_id)
+            .bind(batch.date)
+            .bind(&test.code)
+            .bind(&test.name)
+            .bind(test.count)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (species, count) in &batch.species {
+            sqlx::query("INSERT INTO species_summaries (center_id, date, species, count) VALUES ($1, $2, $3, $4)")
+                .bind(center_id)
+                .bind(batch.date)
+                .bind(species)
+                .bind(count)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for breed in &batch.breeds {
+            sqlx::query(
+                "INSERT INTO breed_summaries (center_id, date, breed, species, count) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(center_id)
+            .bind(batch.date)
+            .bind(&breed.breed)
+            .bind(&breed.species)
+            .bind(breed.count)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for module in &batch.modules {
+            sqlx::query(
+                "INSERT INTO module_metrics (center_id, date, created_at, module_name, operations_count, \
+                     active_users, total_revenue, avg_transaction) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(center_id)
+            .bind(batch.date)
+            .bind(now)
+            .bind(&module.module_name)
+            .bind(module.operations_count)
+            .bind(module.active_users)
+            .bind(module.total_revenue)
+            .bind(module.avg_transaction)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for payment in &batch.payment_methods {
+            sqlx::query(
+                "INSERT INTO payment_method_metrics (center_id, date, created_at, payment_method, \
+                     transaction_count, total_amount) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(center_id)
+            .bind(batch.date)
+            .bind(now)
+            .bind(&payment.payment_method)
+            .bind(payment.transaction_count)
+            .bind(payment.total_amount)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl_store!(SqliteStore, Sqlite, "sqlite");
