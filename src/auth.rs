@@ -49,7 +49,7 @@ impl PresentedKey {
     }
 }
 
-/// Who a request proved to be.
+/// The identity a request proved.
 #[derive(Debug, Clone)]
 pub enum Caller {
     /// One of the center's own keys, not expired.
@@ -69,7 +69,7 @@ impl Caller {
     }
 }
 
-/// Why authentication failed. Each endpoint chooses the detail it sends.
+/// The reason authentication failed. Each endpoint chooses the detail it sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
     MissingKey,
@@ -141,7 +141,9 @@ pub struct BodyKeyWarnings {
 impl BodyKeyWarnings {
     const INTERVAL: Duration = Duration::from_secs(3600);
 
-    pub fn warn(&self, center: &CenterAuth) {
+    /// Logs the warning unless it was logged for this center within the hour;
+    /// returns whether it did.
+    pub fn warn(&self, center: &CenterAuth) -> bool {
         let now = Instant::now();
         let mut last_warned = self
             .last_warned
@@ -157,10 +159,37 @@ impl BodyKeyWarnings {
                 "center sent its API key in the JSON body, which is deprecated; send it in the X-API-Key header"
             );
         }
+        due
     }
 }
 
 /// Logs a failed attempt with the center code and client IP, never the key.
 pub fn log_failure(failure: AuthFailure, code: &str, client_ip: IpAddr) {
     tracing::warn!(center_code = %code, client_ip = %client_ip, reason = failure.as_str(), "authentication failed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn center(id: i32) -> CenterAuth {
+        CenterAuth {
+            id,
+            code: format!("C{id}"),
+            name: "Center".to_owned(),
+            is_active: true,
+            keys: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn body_key_warning_once_an_hour_per_center() {
+        let warnings = BodyKeyWarnings::default();
+        assert!(warnings.warn(&center(1)));
+        assert!(!warnings.warn(&center(1)));
+        assert!(warnings.warn(&center(2)));
+        let an_hour_ago = Instant::now() - BodyKeyWarnings::INTERVAL;
+        warnings.last_warned.lock().unwrap().insert(1, an_hour_ago);
+        assert!(warnings.warn(&center(1)));
+    }
 }

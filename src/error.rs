@@ -35,7 +35,7 @@ impl FieldError {
         }
     }
 
-    /// An error about the body as a whole.
+    /// Creates an error about the body as a whole.
     pub fn body(msg: impl Into<String>, kind: &str) -> Self {
         Self::new(vec![Value::from("body")], msg, kind)
     }
@@ -86,7 +86,7 @@ impl Problem {
         }
     }
 
-    /// The problem for an error response that carried none, by status code.
+    /// Builds the problem for an error response that carried none, from its status code.
     fn for_status(status: StatusCode) -> Self {
         let (kind, title, detail) = match status {
             StatusCode::NOT_FOUND => ("not_found", "Not Found", "Not Found"),

@@ -162,7 +162,7 @@ fn flatten(errors: &ValidationErrors, loc: &mut Vec<Value>, out: &mut Vec<FieldE
     }
 }
 
-/// The message and error type for one failed rule.
+/// Describes one failed rule as a message and an error type.
 fn describe(error: &ValidationError) -> (String, String) {
     let param = |name: &str| error.params.get(name).and_then(Value::as_f64);
     let (min, max) = (param("min"), param("max"));

@@ -1,9 +1,9 @@
 //! Center API keys: generation, hashing and constant-time comparison.
 //!
 //! Keys are stored only as SHA-256 digests. A slow password hash (argon2,
-//! bcrypt) protects low-entropy secrets from guessing; these keys are 256-bit
-//! random strings, so a single SHA-256 already makes guessing hopeless and
-//! keeps every request's check cheap.
+//! bcrypt) protects low-entropy secrets from guessing. These keys are 256-bit
+//! random strings, so one SHA-256 already makes guessing hopeless, and every
+//! request's check stays cheap.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

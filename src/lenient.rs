@@ -1,8 +1,8 @@
 //! Deserializers for the loose values that installed clients send.
 //!
 //! Old clients send integers as JSON integers, integral floats (`50.0`) or
-//! digit strings (`"50"`); all three are accepted. A fraction, a boolean or a
-//! value beyond 64 bits is a type error; range rules (at least 0, at most
+//! digit strings (`"50"`), and all three are accepted. A fraction, a boolean
+//! or a value beyond 64 bits is a type error. Range rules (at least 0, at most
 //! 2^31-1) are checked afterwards by the validator, so that the error names
 //! the rule. Lists sent as `null` count as empty.
 

@@ -37,7 +37,7 @@ use crate::store::Store;
 /// Largest accepted request body.
 pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 
-/// What every handler shares.
+/// The state every handler shares.
 pub struct AppState {
     pub settings: Settings,
     pub store: Arc<dyn Store>,

@@ -228,7 +228,7 @@ pub struct EventBody {
 }
 
 impl EventBody {
-    /// The day the event counts on: the timestamp's calendar date in its own offset.
+    /// Returns the day the event counts on: the timestamp's calendar date in its own offset.
     pub fn day(&self) -> NaiveDate {
         self.timestamp.date_naive()
     }

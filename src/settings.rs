@@ -28,7 +28,7 @@ impl Environment {
     }
 }
 
-/// Where the service stores its data; chosen from the URL scheme.
+/// The database the service stores its data in, chosen from the URL scheme.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Postgres(String),
@@ -170,7 +170,7 @@ impl Settings {
         Ok(())
     }
 
-    /// The master key, if one is configured.
+    /// Returns the master key, if one is configured.
     pub fn master_key(&self) -> Option<&str> {
         self.center_api_key.as_ref().map(|key| key.expose_secret())
     }

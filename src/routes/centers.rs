@@ -76,7 +76,7 @@ async fn update_center(
 }
 
 /// Deletes every KPI row of a center. An unknown center and a wrong key get
-/// the same 404, so the answer does not tell whether the center exists.
+/// the same 404, so the response does not reveal whether the center exists.
 async fn delete_center_data(
     State(state): State<SharedState>,
     ClientIp(client_ip): ClientIp,

@@ -63,7 +63,7 @@ async fn record_event(
     Ok((StatusCode::ACCEPTED, Json(response)))
 }
 
-/// What an event adds to its day, counted on the timestamp's own calendar date.
+/// Computes what an event adds to its day, the timestamp's own calendar date.
 fn increments(event: &EventBody) -> EventIncrements {
     let data = &event.data;
     let (total, counts_details, counts_tests) = match event.event_type {

@@ -1,4 +1,4 @@
-//! Liveness: answers without touching the database.
+//! Liveness: responds without touching the database.
 
 use axum::extract::State;
 use axum::routing::get;

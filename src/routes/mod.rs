@@ -77,7 +77,7 @@ pub async fn authenticate_write(
     }
 }
 
-/// The 401 for a failed authentication.
+/// Builds the 401 for a failed authentication.
 pub fn unauthorized(failure: AuthFailure, invalid_detail: &str) -> ApiError {
     let detail = match failure {
         AuthFailure::MissingKey => auth::MISSING_KEY_DETAIL,

@@ -38,7 +38,7 @@ pub struct StoredKey {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// What authentication needs to know about a center.
+/// The part of a center that authentication reads.
 #[derive(Debug, Clone)]
 pub struct CenterAuth {
     pub id: i32,
@@ -205,7 +205,7 @@ pub trait Store: Send + Sync + 'static {
     /// Applies pending migrations; safe to run from several processes at once.
     async fn migrate(&self) -> StoreResult<()>;
 
-    /// Checks that the database answers.
+    /// Checks that the database responds.
     async fn ping(&self) -> StoreResult<()>;
 
     /// Finds a center by its exact code, with its keys.

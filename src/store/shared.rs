@@ -50,7 +50,7 @@ pub struct KeyRow {
 }
 
 impl KeyRow {
-    /// The stored key; a hash that is not valid hex (hand-edited data) never matches.
+    /// Converts the row to a stored key. A hash that is not valid hex (hand-edited data) is skipped, so it never matches.
     pub fn stored_key(&self) -> Option<StoredKey> {
         Some(StoredKey {
             hash: KeyHash::from_hex(&self.key_hash)?,

@@ -36,7 +36,7 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
-    /// The database file's path, for the start-up log.
+    /// Returns the database file's absolute path, for the start-up log.
     pub fn filename(url: &str) -> Option<std::path::PathBuf> {
         let options = SqliteConnectOptions::from_str(url).ok()?;
         let path = options.get_filename();
@@ -45,7 +45,7 @@ impl SqliteStore {
 
     /// Applies the migrations under `migrations/sqlite`. sqlx takes no lock on
     /// SQLite, so a second process that starts at the same moment can fail on
-    /// a migration the first one applied; one retry then finds it applied.
+    /// a migration the first one applied. One retry then finds it applied.
     async fn run_migrations(&self) -> StoreResult<()> {
         let migrator = sqlx::migrate!("./migrations/sqlite");
         if migrator.run(&self.pool).await.is_err() {

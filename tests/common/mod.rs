@@ -70,7 +70,7 @@ where
     runtime.block_on(body(backend));
 }
 
-/// The PostgreSQL server URL, or `None` with a one-time notice on stderr.
+/// Returns the PostgreSQL server URL, or `None` after a one-time notice on stderr.
 pub fn postgres_url() -> Option<String> {
     static NOTICE: Once = Once::new();
     let url = std::env::var(POSTGRES_URL_VAR)
@@ -414,7 +414,7 @@ impl TestApp {
         key
     }
 
-    /// The stored day totals (orders, results, pets, owners) of a center.
+    /// Reads the stored day totals (orders, results, pets, owners) of a center.
     pub async fn day_totals(&self, code: &str, date: &str) -> Option<[i64; 4]> {
         let rows = self
             .db
@@ -428,8 +428,8 @@ impl TestApp {
             .map(|row| std::array::from_fn(|i| row[i].as_i64().unwrap()))
     }
 
-    /// A day's rows of a table, sorted by their JSON text (so text sorts
-    /// before null on both backends).
+    /// Reads a day's rows of a table, sorted by their JSON text so that text
+    /// sorts before null on both backends.
     pub async fn day_rows(
         &self,
         table: &str,
