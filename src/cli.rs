@@ -93,7 +93,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         backend = store.backend(),
         "service started"
     );
-    crate::serve(listener, AppState::new(settings, store), shutdown_signal()).await?;
+    let state = AppState::new(settings, store);
+    if let Some(password) = state.dashboard.generated_password() {
+        // Development only: production refuses to start without a password.
+        tracing::warn!(
+            url = %format!("http://{}/", listener.local_addr()?),
+            username = %state.settings.dashboard_username,
+            password = %password,
+            "DASHBOARD_PASSWORD is not set; generated a password for this run"
+        );
+    }
+    crate::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("service stopped");
     Ok(())
 }

@@ -16,6 +16,9 @@ use serde_json::Value;
 
 use crate::store::StoreError;
 
+/// The challenge that makes a browser ask for the dashboard credentials.
+const BASIC_CHALLENGE: &str = "Basic realm=\"PetHospital KPI Dashboard\", charset=\"UTF-8\"";
+
 /// One failed validation rule, in the shape the old service used.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldError {
@@ -48,6 +51,9 @@ pub enum ApiError {
     /// A missing, wrong, inactive or expired key; the text is the `detail`.
     #[error("authentication failed: {0}")]
     Unauthorized(String),
+    /// Missing or wrong dashboard credentials.
+    #[error("dashboard authentication failed")]
+    DashboardUnauthorized,
     #[error("not found: {0}")]
     NotFound(String),
     #[error("bad request: {0}")]
@@ -157,6 +163,12 @@ impl ApiError {
                 "Authentication Error",
                 detail.clone(),
             ),
+            ApiError::DashboardUnauthorized => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "Authentication Error",
+                "Valid dashboard credentials required",
+            ),
             ApiError::NotFound(detail) => Problem::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -191,10 +203,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();
         let mut response = problem.status.into_response();
-        if problem.status == StatusCode::UNAUTHORIZED {
+        let challenge = match self {
+            ApiError::DashboardUnauthorized => Some(BASIC_CHALLENGE),
+            ApiError::Unauthorized(_) => Some("ApiKey"),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
             response
                 .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("ApiKey"));
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         if problem.status == StatusCode::SERVICE_UNAVAILABLE {
             response

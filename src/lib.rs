@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod dashboard_auth;
 pub mod error;
 pub mod extract;
 pub mod keys;
@@ -29,6 +30,7 @@ use tower_http::normalize_path::NormalizePathLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::auth::BodyKeyWarnings;
+use crate::dashboard_auth::DashboardCredentials;
 use crate::error::{render_problems, ApiError};
 use crate::keys::KeyHash;
 use crate::settings::Settings;
@@ -44,6 +46,7 @@ pub struct AppState {
     /// Digest of `CENTER_API_KEY`, if set.
     pub master_key: Option<KeyHash>,
     pub body_key_warnings: BodyKeyWarnings,
+    pub dashboard: DashboardCredentials,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -51,11 +54,13 @@ pub type SharedState = Arc<AppState>;
 impl AppState {
     pub fn new(settings: Settings, store: Arc<dyn Store>) -> SharedState {
         let master_key = settings.master_key().map(KeyHash::of);
+        let dashboard = DashboardCredentials::new(&settings.dashboard_username, settings.dashboard_password.as_ref());
         Arc::new(AppState {
             settings,
             store,
             master_key,
             body_key_warnings: BodyKeyWarnings::default(),
+            dashboard,
         })
     }
 }

@@ -3,6 +3,7 @@
 mod centers;
 mod events;
 mod health;
+mod reads;
 mod submit;
 
 use std::convert::Infallible;
@@ -22,6 +23,7 @@ pub fn router() -> Router<SharedState> {
         .merge(events::router())
         .merge(centers::router())
         .merge(health::router())
+        .merge(reads::router())
 }
 
 /// The client's address: the TCP peer.

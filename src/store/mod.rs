@@ -2,6 +2,7 @@
 //! chosen from the database URL's scheme. Each backend owns its migrations.
 
 mod postgres;
+mod reads;
 mod shared;
 mod sql;
 mod sqlite;
@@ -12,6 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
 pub use postgres::PgStore;
+pub use reads::{CenterTotals, DashboardData, DayRow, DayTrend, ExportRow, LabelCount, ReadStore, Summary};
 pub use sqlite::SqliteStore;
 
 use crate::keys::KeyHash;
@@ -198,7 +200,7 @@ pub struct NewKey {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ReadStore {
     /// `"postgres"` or `"sqlite"`, for logs.
     fn backend(&self) -> &'static str;
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use super::reads::impl_read_store;
 use super::shared::impl_store;
 use super::{DayBatch, StoreResult};
 
@@ -137,3 +138,4 @@ impl PgStore {
 }
 
 impl_store!(PgStore, Postgres, "postgres");
+impl_read_store!(PgStore);

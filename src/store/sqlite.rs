@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
+use super::reads::impl_read_store;
 use super::shared::impl_store;
 use super::{DayBatch, StoreResult};
 
@@ -136,3 +137,4 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, Sqlite, "sqlite");
+impl_read_store!(SqliteStore);
