@@ -22,9 +22,19 @@ pub fn not_after_tomorrow(date: &NaiveDate) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Rejects a string that contains U+0000. PostgreSQL text cannot store that
+/// character, so without this check the write would fail in the database.
+pub fn reject_nul_character(value: &str) -> Result<(), ValidationError> {
+    if value.contains('\0') {
+        let message = "must not contain the NUL character (U+0000)";
+        return Err(ValidationError::new("string_contains_nul").with_message(message.into()));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Deserialize, Validate)]
 pub struct SubmitBody {
-    #[validate(length(min = 1, max = 50))]
+    #[validate(length(min = 1, max = 50), custom(function = "reject_nul_character"))]
     pub center_code: String,
     #[serde(default)]
     pub api_key: Option<String>,
@@ -55,10 +65,10 @@ pub struct SubmitBody {
 
 #[derive(Debug, Deserialize, Validate)]
 pub struct TestCount {
-    #[validate(length(min = 1, max = 50))]
+    #[validate(length(min = 1, max = 50), custom(function = "reject_nul_character"))]
     pub code: String,
     #[serde(default)]
-    #[validate(length(max = 255))]
+    #[validate(length(max = 255), custom(function = "reject_nul_character"))]
     pub name: Option<String>,
     #[serde(deserialize_with = "lenient::int")]
     #[validate(range(min = 0, max = INT_MAX))]
@@ -67,7 +77,7 @@ pub struct TestCount {
 
 #[derive(Debug, Deserialize, Validate)]
 pub struct SpeciesCount {
-    #[validate(length(min = 1, max = 100))]
+    #[validate(length(min = 1, max = 100), custom(function = "reject_nul_character"))]
     pub species: String,
     #[serde(deserialize_with = "lenient::int")]
     #[validate(range(min = 0, max = INT_MAX))]
@@ -76,10 +86,10 @@ pub struct SpeciesCount {
 
 #[derive(Debug, Deserialize, Validate)]
 pub struct BreedCount {
-    #[validate(length(min = 1, max = 255))]
+    #[validate(length(min = 1, max = 255), custom(function = "reject_nul_character"))]
     pub breed: String,
     #[serde(default)]
-    #[validate(length(max = 100))]
+    #[validate(length(max = 100), custom(function = "reject_nul_character"))]
     pub species: Option<String>,
     #[serde(deserialize_with = "lenient::int")]
     #[validate(range(min = 0, max = INT_MAX))]
@@ -136,7 +146,7 @@ pub struct Performance {
 
 #[derive(Debug, Deserialize, Validate)]
 pub struct ModuleUsage {
-    #[validate(length(min = 1, max = 100))]
+    #[validate(length(min = 1, max = 100), custom(function = "reject_nul_character"))]
     pub module_name: String,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
@@ -182,7 +192,7 @@ pub struct SystemUsage {
 
 #[derive(Debug, Deserialize, Validate)]
 pub struct PaymentMethodUsage {
-    #[validate(length(min = 1, max = 50))]
+    #[validate(length(min = 1, max = 50), custom(function = "reject_nul_character"))]
     pub payment_method: String,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
@@ -215,7 +225,7 @@ impl EventType {
 
 #[derive(Debug, Deserialize, Validate)]
 pub struct EventBody {
-    #[validate(length(min = 1, max = 50))]
+    #[validate(length(min = 1, max = 50), custom(function = "reject_nul_character"))]
     pub center_code: String,
     #[serde(default)]
     pub api_key: Option<String>,
@@ -255,10 +265,10 @@ pub struct EventData {
     #[validate(nested)]
     pub tests: Vec<TestCode>,
     #[serde(default)]
-    #[validate(length(min = 1, max = 100))]
+    #[validate(length(min = 1, max = 100), custom(function = "reject_nul_character"))]
     pub species: Option<String>,
     #[serde(default)]
-    #[validate(length(min = 1, max = 255))]
+    #[validate(length(min = 1, max = 255), custom(function = "reject_nul_character"))]
     pub breed: Option<String>,
 }
 
@@ -274,7 +284,11 @@ impl Validate for TestCode {
     fn validate(&self) -> Result<(), ValidationErrors> {
         let length = self.0.chars().count();
         if (1..=50).contains(&length) {
-            return Ok(());
+            return reject_nul_character(&self.0).map_err(|error| {
+                let mut errors = ValidationErrors::new();
+                errors.add(SELF_FIELD, error);
+                errors
+            });
         }
         let mut error = ValidationError::new("length");
         error.add_param("min".into(), &1);
@@ -293,13 +307,13 @@ pub struct CenterUpdate {
     #[serde(default)]
     pub api_key: Option<String>,
     #[serde(default)]
-    #[validate(length(min = 1, max = 255))]
+    #[validate(length(min = 1, max = 255), custom(function = "reject_nul_character"))]
     pub name: Option<String>,
     #[serde(default)]
-    #[validate(length(max = 100))]
+    #[validate(length(max = 100), custom(function = "reject_nul_character"))]
     pub city: Option<String>,
     #[serde(default)]
-    #[validate(length(max = 100))]
+    #[validate(length(max = 100), custom(function = "reject_nul_character"))]
     pub country: Option<String>,
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub is_active: Option<bool>,
