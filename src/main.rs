@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kpi_service::cli::{self, Cli, Command};
 use kpi_service::settings::Settings;
-use kpi_service::telemetry;
+use kpi_service::telemetry::{self, LogOutput};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -17,8 +17,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&settings.log_level);
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let output = match command {
+        Command::Serve => LogOutput::Stdout,
+        Command::Migrate | Command::Centers(_) => LogOutput::Stderr,
+    };
+    telemetry::init(&settings.log_level, output);
+    let result = match command {
         Command::Serve => cli::serve(settings).await,
         Command::Migrate => cli::open_store(&settings).await.map(|store| {
             tracing::info!(backend = store.backend(), "migrations applied");

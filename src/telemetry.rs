@@ -1,5 +1,6 @@
 //! Logging: the subscriber set-up and one span and line per request.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request};
@@ -21,15 +22,34 @@ pub fn filter_directives(log_level: &str) -> String {
     }
 }
 
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// The service logs to standard output, where platforms collect it.
+    Stdout,
+    /// Administration commands log to standard error, so that their output
+    /// (a new key, a listing) stays alone on standard output.
+    Stderr,
+}
+
 /// Installs the global subscriber; `RUST_LOG`, when set, wins over `log_level`.
-pub fn init(log_level: &str) {
+/// Colours are used only on a terminal.
+pub fn init(log_level: &str, output: LogOutput) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter_directives(log_level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true)
-        .try_init();
+        .with_target(true);
+    let _ = match output {
+        LogOutput::Stdout => builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
+        LogOutput::Stderr => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
 }
 
 #[derive(Clone, Copy)]

@@ -133,6 +133,48 @@ BEGIN
     END IF;
 END $$;
 
+-- SQLAlchemy applies a model's `default=` in Python and emits no DEFAULT
+-- clause, so old tables may lack the DEFAULT and NOT NULL rules declared
+-- above. Without them an insert that names only some columns, such as an
+-- event's new day row, stores NULL totals. Existing NULL counts become 0 and
+-- NULL times become the adoption time.
+DO $$
+DECLARE
+    col record;
+BEGIN
+    FOR col IN
+        SELECT * FROM (VALUES
+            ('centers', 'is_active', '1'), ('centers', 'registered_at', 'now()'),
+            ('daily_metrics', 'total_orders', '0'), ('daily_metrics', 'total_results', '0'),
+            ('daily_metrics', 'total_pets', '0'), ('daily_metrics', 'total_owners', '0'),
+            ('daily_metrics', 'created_at', 'now()'),
+            ('test_summaries', 'count', '0'), ('species_summaries', 'count', '0'),
+            ('breed_summaries', 'count', '0'),
+            ('performance_metrics', 'morning_orders', '0'),
+            ('performance_metrics', 'afternoon_orders', '0'),
+            ('performance_metrics', 'evening_orders', '0'),
+            ('performance_metrics', 'night_orders', '0'),
+            ('performance_metrics', 'created_at', 'now()'),
+            ('module_metrics', 'operations_count', '0'), ('module_metrics', 'active_users', '0'),
+            ('module_metrics', 'created_at', 'now()'),
+            ('system_usage_metrics', 'total_active_users', '0'),
+            ('system_usage_metrics', 'peak_concurrent_users', '0'),
+            ('system_usage_metrics', 'web_access_count', '0'),
+            ('system_usage_metrics', 'mobile_access_count', '0'),
+            ('system_usage_metrics', 'desktop_access_count', '0'),
+            ('system_usage_metrics', 'total_workstations', '0'),
+            ('system_usage_metrics', 'created_at', 'now()'),
+            ('payment_method_metrics', 'transaction_count', '0'),
+            ('payment_method_metrics', 'created_at', 'now()')
+        ) AS adopted (table_name, column_name, default_value)
+    LOOP
+        EXECUTE format('UPDATE %I SET %I = %s WHERE %I IS NULL',
+                       col.table_name, col.column_name, col.default_value, col.column_name);
+        EXECUTE format('ALTER TABLE %I ALTER COLUMN %I SET DEFAULT %s, ALTER COLUMN %I SET NOT NULL',
+                       col.table_name, col.column_name, col.default_value, col.column_name);
+    END LOOP;
+END $$;
+
 -- Merge duplicate rows that the old service could create, adding counts into
 -- the oldest row of each key, then make every natural key unique.
 UPDATE daily_metrics AS keep
