@@ -33,7 +33,10 @@ impl DashboardCredentials {
             Some(_) => None,
             None => Some(SecretString::from(keys::generate())),
         };
-        let password = password.or(generated.as_ref()).map(|secret| secret.expose_secret()).unwrap_or_default();
+        let password = password
+            .or(generated.as_ref())
+            .map(|secret| secret.expose_secret())
+            .unwrap_or_default();
         Self {
             username: KeyHash::of(username),
             password: KeyHash::of(password),
@@ -92,14 +95,19 @@ pub struct Administrator;
 impl FromRequestParts<SharedState> for Administrator {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
         match state.dashboard.verify(&parts.headers) {
             Outcome::Valid => Ok(Administrator),
             Outcome::Missing => Err(ApiError::DashboardUnauthorized),
             Outcome::Wrong => {
-                let ClientIp(client_ip) = ClientIp::from_request_parts(parts, state).await.unwrap_or(ClientIp(
-                    std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-                ));
+                let ClientIp(client_ip) = ClientIp::from_request_parts(parts, state)
+                    .await
+                    .unwrap_or(ClientIp(std::net::IpAddr::V4(
+                        std::net::Ipv4Addr::UNSPECIFIED,
+                    )));
                 tracing::warn!(client_ip = %client_ip, "dashboard authentication failed");
                 Err(ApiError::DashboardUnauthorized)
             }
@@ -115,7 +123,10 @@ mod tests {
 
     fn headers(value: &[u8]) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_bytes(value).unwrap(),
+        );
         headers
     }
 
@@ -126,16 +137,37 @@ mod tests {
     #[test]
     fn credentials_are_checked() {
         let expected = DashboardCredentials::new("admin", Some(&SecretString::from("pa:ss:word")));
-        assert_eq!(expected.verify(&headers(&basic("admin:pa:ss:word"))), Outcome::Valid);
-        assert_eq!(expected.verify(&headers(b"bAsIc YWRtaW46cGE6c3M6d29yZA==")), Outcome::Valid);
-        assert_eq!(expected.verify(&headers(&basic("admin:pa:ss"))), Outcome::Wrong);
-        assert_eq!(expected.verify(&headers(&basic("Admin:pa:ss:word"))), Outcome::Wrong);
+        assert_eq!(
+            expected.verify(&headers(&basic("admin:pa:ss:word"))),
+            Outcome::Valid
+        );
+        assert_eq!(
+            expected.verify(&headers(b"bAsIc YWRtaW46cGE6c3M6d29yZA==")),
+            Outcome::Valid
+        );
+        assert_eq!(
+            expected.verify(&headers(&basic("admin:pa:ss"))),
+            Outcome::Wrong
+        );
+        assert_eq!(
+            expected.verify(&headers(&basic("Admin:pa:ss:word"))),
+            Outcome::Wrong
+        );
         assert_eq!(expected.verify(&headers(&basic("admin"))), Outcome::Wrong);
-        assert_eq!(expected.verify(&headers(b"Basic !!!not-base64")), Outcome::Wrong);
-        assert_eq!(expected.verify(&headers(b"Bearer YWRtaW46cGE6c3M6d29yZA==")), Outcome::Wrong);
+        assert_eq!(
+            expected.verify(&headers(b"Basic !!!not-base64")),
+            Outcome::Wrong
+        );
+        assert_eq!(
+            expected.verify(&headers(b"Bearer YWRtaW46cGE6c3M6d29yZA==")),
+            Outcome::Wrong
+        );
         assert_eq!(expected.verify(&HeaderMap::new()), Outcome::Missing);
         let not_utf8 = format!("Basic {}", STANDARD.encode([0xff, 0xfe, b':', b'x']));
-        assert_eq!(expected.verify(&headers(not_utf8.as_bytes())), Outcome::Wrong);
+        assert_eq!(
+            expected.verify(&headers(not_utf8.as_bytes())),
+            Outcome::Wrong
+        );
         assert!(expected.generated_password().is_none());
     }
 
@@ -144,7 +176,10 @@ mod tests {
         let generated = DashboardCredentials::new("admin", None);
         let password = generated.generated_password().unwrap().to_owned();
         assert!(password.len() >= 32);
-        assert_eq!(generated.verify(&headers(&basic(&format!("admin:{password}")))), Outcome::Valid);
+        assert_eq!(
+            generated.verify(&headers(&basic(&format!("admin:{password}")))),
+            Outcome::Valid
+        );
         assert_eq!(generated.verify(&headers(&basic("admin:"))), Outcome::Wrong);
     }
 }

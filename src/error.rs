@@ -62,6 +62,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("payload too large")]
     PayloadTooLarge,
+    /// A failure inside the service; the text goes to the log, never to the client.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -185,6 +188,10 @@ impl ApiError {
                 Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
             }
             ApiError::PayloadTooLarge => Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE),
+            ApiError::Internal(message) => {
+                tracing::error!(error = %message, "request failed");
+                Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             ApiError::Store(err) => {
                 // The client learns only that storage failed; the cause goes to the log.
                 tracing::error!(error = %err, "storage operation failed");
@@ -209,9 +216,10 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         if let Some(challenge) = challenge {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
         }
         if problem.status == StatusCode::SERVICE_UNAVAILABLE {
             response
@@ -235,7 +243,8 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
     let (mut parts, body) = response.into_parts();
     let problem = match parts.extensions.remove::<Problem>() {
         Some(problem) => problem,
-        None if is_problem_json(&parts.headers) => return Response::from_parts(parts, body),
+        // A JSON error body is a deliberate one, such as readiness's 503.
+        None if is_json(&parts.headers) => return Response::from_parts(parts, body),
         None => Problem::for_status(status),
     };
     let bytes = serde_json::to_vec(&problem.to_json(&instance)).unwrap_or_default();
@@ -247,8 +256,9 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(bytes))
 }
 
-fn is_problem_json(headers: &axum::http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/problem+json"))
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|value| {
+        let value = value.as_bytes();
+        value.starts_with(b"application/json") || value.starts_with(b"application/problem+json")
+    })
 }

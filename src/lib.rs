@@ -17,6 +17,7 @@ pub mod routes;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+pub mod view;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -54,7 +55,10 @@ pub type SharedState = Arc<AppState>;
 impl AppState {
     pub fn new(settings: Settings, store: Arc<dyn Store>) -> SharedState {
         let master_key = settings.master_key().map(KeyHash::of);
-        let dashboard = DashboardCredentials::new(&settings.dashboard_username, settings.dashboard_password.as_ref());
+        let dashboard = DashboardCredentials::new(
+            &settings.dashboard_username,
+            settings.dashboard_password.as_ref(),
+        );
         Arc::new(AppState {
             settings,
             store,

@@ -308,3 +308,16 @@ both_backends!(
         );
     }
 );
+
+both_backends!(delete_rejects_nul_in_code, |backend: Backend| async move {
+    let app = TestApp::spawn(backend).await;
+
+    let (status, body) = app
+        .delete("/kpi/centers/A%00B/data", Some(MASTER_KEY))
+        .await;
+    let (read_status, _) = app.admin_json("/kpi/centers/A%00B/metrics").await;
+
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors"][0]["loc"], json!(["path", "code"]));
+    assert_eq!(read_status, StatusCode::NOT_FOUND);
+});

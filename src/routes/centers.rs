@@ -11,7 +11,7 @@ use super::{authenticate_write, ClientIp};
 use crate::auth::{self, AuthError, AuthFailure, Caller, PresentedKey};
 use crate::error::{ApiError, FieldError};
 use crate::extract::{parse, JsonObject};
-use crate::model::CenterUpdate;
+use crate::model::{reject_nul_character, CenterUpdate};
 use crate::store::CenterChanges;
 use crate::SharedState;
 
@@ -25,7 +25,14 @@ pub fn router() -> Router<SharedState> {
 
 fn check_code(code: &str) -> Result<(), ApiError> {
     if (1..=50).contains(&code.chars().count()) {
-        return Ok(());
+        return reject_nul_character(code).map_err(|error| {
+            let message = error.message.unwrap_or_default();
+            ApiError::Validation(vec![FieldError::new(
+                vec!["path".into(), "code".into()],
+                message,
+                error.code,
+            )])
+        });
     }
     Err(ApiError::Validation(vec![FieldError::new(
         vec!["path".into(), "code".into()],
@@ -83,6 +90,7 @@ async fn delete_center_data(
     Path(code): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
+    check_code(&code)?;
     tracing::Span::current().record("center_code", code.as_str());
     let not_found = || ApiError::NotFound(format!("Center {code} not found or invalid API key"));
     let presented = PresentedKey::from_request(&headers, None);

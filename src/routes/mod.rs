@@ -1,9 +1,10 @@
 //! The HTTP routes, one module per group, and what they share.
 
 mod centers;
+mod dashboard;
 mod events;
 mod health;
-mod reads;
+pub mod reads;
 mod submit;
 
 use std::convert::Infallible;
@@ -24,6 +25,7 @@ pub fn router() -> Router<SharedState> {
         .merge(centers::router())
         .merge(health::router())
         .merge(reads::router())
+        .merge(dashboard::router())
 }
 
 /// The client's address: the TCP peer.

@@ -51,7 +51,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Window {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let invalid = |msg: String| {
-            ApiError::Validation(vec![FieldError::new(vec!["query".into(), "days".into()], msg, "int_range")])
+            ApiError::Validation(vec![FieldError::new(
+                vec!["query".into(), "days".into()],
+                msg,
+                "int_range",
+            )])
         };
         let Query(query) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
@@ -61,7 +65,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Window {
         };
         match text.trim().parse::<u64>() {
             Ok(days) if days <= MAX_DAYS => Ok(Window::ending_today(days)),
-            _ => Err(invalid(format!("days must be an integer from 0 to {MAX_DAYS}, got {text:?}"))),
+            _ => Err(invalid(format!(
+                "days must be an integer from 0 to {MAX_DAYS}, got {text:?}"
+            ))),
         }
     }
 }
@@ -97,7 +103,10 @@ fn day_json(row: &DayRow) -> Value {
     })
 }
 
-async fn list_centers(_: Administrator, State(state): State<SharedState>) -> Result<Json<Value>, ApiError> {
+async fn list_centers(
+    _: Administrator,
+    State(state): State<SharedState>,
+) -> Result<Json<Value>, ApiError> {
     let centers = state.store.centers().await?;
     Ok(Json(centers.iter().map(center_json).collect()))
 }
@@ -108,6 +117,10 @@ async fn center_metrics(
     Path(code): Path<String>,
     window: Window,
 ) -> Result<Json<Value>, ApiError> {
+    // No stored code contains NUL, and PostgreSQL rejects it in a query.
+    if code.contains('\0') {
+        return Err(ApiError::NotFound("Center not found".to_owned()));
+    }
     let rows = state
         .store
         .center_days(&code, window.from, window.to)
@@ -116,7 +129,11 @@ async fn center_metrics(
     Ok(Json(rows.iter().map(day_json).collect()))
 }
 
-async fn summary(_: Administrator, State(state): State<SharedState>, window: Window) -> Result<Json<Value>, ApiError> {
+async fn summary(
+    _: Administrator,
+    State(state): State<SharedState>,
+    window: Window,
+) -> Result<Json<Value>, ApiError> {
     let summary = state.store.summary(window.from, window.to).await?;
     Ok(Json(json!({
         "total_centers": summary.total_centers,

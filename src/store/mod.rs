@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
 pub use postgres::PgStore;
-pub use reads::{CenterTotals, DashboardData, DayRow, DayTrend, ExportRow, LabelCount, ReadStore, Summary};
+pub use reads::{
+    CenterTotals, DashboardData, DayRow, DayTrend, ExportRow, LabelCount, ReadStore, Summary,
+};
 pub use sqlite::SqliteStore;
 
 use crate::keys::KeyHash;
@@ -248,6 +250,11 @@ pub trait Store: ReadStore {
 
     /// Activates or deactivates a center.
     async fn set_active(&self, code: &str, active: bool) -> StoreResult<()>;
+}
+
+/// Opens a PostgreSQL store that connects on first use.
+pub fn connect_postgres_lazy(url: &str) -> StoreResult<Arc<dyn Store>> {
+    Ok(Arc::new(PgStore::connect_lazy(url)?))
 }
 
 /// Opens the store that `url` names.

@@ -17,12 +17,23 @@ pub struct PgStore {
 impl PgStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options: PgConnectOptions = url.parse()?;
-        let pool = PgPoolOptions::new()
+        let pool = Self::pool_options().connect_with(options).await?;
+        Ok(Self { pool })
+    }
+
+    /// Opens a pool that connects on first use, so that the service can start
+    /// (and report not ready) while the database is down.
+    pub fn connect_lazy(url: &str) -> StoreResult<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        Ok(Self {
+            pool: Self::pool_options().connect_lazy_with(options),
+        })
+    }
+
+    fn pool_options() -> PgPoolOptions {
+        PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
-        Ok(Self { pool })
     }
 
     /// Applies the migrations under `migrations/postgres`. sqlx holds a

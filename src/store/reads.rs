@@ -91,7 +91,12 @@ pub trait ReadStore: Send + Sync + 'static {
 
     /// Lists a center's daily rows from `from` to `to`, newest first; `None`
     /// when the center does not exist.
-    async fn center_days(&self, code: &str, from: NaiveDate, to: NaiveDate) -> StoreResult<Option<Vec<DayRow>>>;
+    async fn center_days(
+        &self,
+        code: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> StoreResult<Option<Vec<DayRow>>>;
 
     /// Sums the network's totals from `from` to `to`.
     async fn summary(&self, from: NaiveDate, to: NaiveDate) -> StoreResult<Summary>;
@@ -104,7 +109,8 @@ pub trait ReadStore: Send + Sync + 'static {
 }
 
 pub(crate) mod sql {
-    pub const CENTER_DAYS: &str = "SELECT id, center_id, date, total_orders, total_results, total_pets, \
+    pub const CENTER_DAYS: &str =
+        "SELECT id, center_id, date, total_orders, total_results, total_pets, \
          total_owners, created_at FROM daily_metrics \
          WHERE center_id = $1 AND date >= $2 AND date <= $3 ORDER BY date DESC";
 
@@ -131,7 +137,8 @@ pub(crate) mod sql {
          COALESCE(SUM(total_results), 0) AS results \
          FROM daily_metrics WHERE date >= $1 AND date <= $2 GROUP BY date ORDER BY date";
 
-    pub const TOP_TESTS: &str = "SELECT test_code AS label, MAX(test_name) AS detail, SUM(count) AS count \
+    pub const TOP_TESTS: &str =
+        "SELECT test_code AS label, MAX(test_name) AS detail, SUM(count) AS count \
          FROM test_summaries WHERE date >= $1 AND date <= $2 \
          GROUP BY test_code ORDER BY count DESC, label LIMIT 10";
 
@@ -139,7 +146,8 @@ pub(crate) mod sql {
          FROM species_summaries WHERE date >= $1 AND date <= $2 \
          GROUP BY species ORDER BY count DESC, label";
 
-    pub const TOP_BREEDS: &str = "SELECT breed AS label, MAX(species) AS detail, SUM(count) AS count \
+    pub const TOP_BREEDS: &str =
+        "SELECT breed AS label, MAX(species) AS detail, SUM(count) AS count \
          FROM breed_summaries WHERE date >= $1 AND date <= $2 \
          GROUP BY breed, species ORDER BY count DESC, label LIMIT 10";
 
@@ -154,9 +162,11 @@ macro_rules! impl_read_store {
         #[async_trait::async_trait]
         impl $crate::store::ReadStore for $store {
             async fn centers(&self) -> $crate::store::StoreResult<Vec<$crate::store::Center>> {
-                let rows = sqlx::query_as::<_, $crate::store::shared::CenterRow>($crate::store::sql::ALL_CENTERS)
-                    .fetch_all(&self.pool)
-                    .await?;
+                let rows = sqlx::query_as::<_, $crate::store::shared::CenterRow>(
+                    $crate::store::sql::ALL_CENTERS,
+                )
+                .fetch_all(&self.pool)
+                .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
@@ -205,15 +215,37 @@ macro_rules! impl_read_store {
                 use $crate::store::reads::sql;
 
                 let summary = self.summary(from, to).await?;
-                let centers = sqlx::query_as(sql::CENTER_TOTALS).bind(from).bind(to).fetch_all(&self.pool);
-                let trend = sqlx::query_as(sql::TREND).bind(from).bind(to).fetch_all(&self.pool);
-                let top_tests = sqlx::query_as(sql::TOP_TESTS).bind(from).bind(to).fetch_all(&self.pool);
-                let species = sqlx::query_as(sql::SPECIES).bind(from).bind(to).fetch_all(&self.pool);
-                let top_breeds = sqlx::query_as(sql::TOP_BREEDS).bind(from).bind(to).fetch_all(&self.pool);
+                let centers = sqlx::query_as(sql::CENTER_TOTALS)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(&self.pool);
+                let trend = sqlx::query_as(sql::TREND)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(&self.pool);
+                let top_tests = sqlx::query_as(sql::TOP_TESTS)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(&self.pool);
+                let species = sqlx::query_as(sql::SPECIES)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(&self.pool);
+                let top_breeds = sqlx::query_as(sql::TOP_BREEDS)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(&self.pool);
                 // The five queries are independent, so they run at once on separate connections.
                 let (centers, trend, top_tests, species, top_breeds) =
                     tokio::try_join!(centers, trend, top_tests, species, top_breeds)?;
-                Ok($crate::store::DashboardData { summary, centers, trend, top_tests, species, top_breeds })
+                Ok($crate::store::DashboardData {
+                    summary,
+                    centers,
+                    trend,
+                    top_tests,
+                    species,
+                    top_breeds,
+                })
             }
 
             async fn export_days(

@@ -24,6 +24,8 @@ use tokio::sync::oneshot;
 
 pub const POSTGRES_URL_VAR: &str = "TEST_POSTGRES_URL";
 pub const MASTER_KEY: &str = "test-master-key-0123456789abcdef0123456789";
+pub const DASHBOARD_USER: &str = "admin";
+pub const DASHBOARD_PASSWORD: &str = "test-dashboard:password";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -326,6 +328,10 @@ impl TestApp {
         let mut vars: HashMap<String, String> = HashMap::from([
             ("DATABASE_URL".to_owned(), db.url().to_owned()),
             ("CENTER_API_KEY".to_owned(), MASTER_KEY.to_owned()),
+            (
+                "DASHBOARD_PASSWORD".to_owned(),
+                DASHBOARD_PASSWORD.to_owned(),
+            ),
         ]);
         for (name, value) in extra {
             vars.insert((*name).to_owned(), (*value).to_owned());
@@ -373,6 +379,21 @@ impl TestApp {
         }
         let response = request.send().await.expect("request sent");
         read(response).await
+    }
+
+    /// Sends a GET with the dashboard credentials and returns the response.
+    pub async fn get_as_admin(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{}", self.base_url, path))
+            .basic_auth(DASHBOARD_USER, Some(DASHBOARD_PASSWORD))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Sends a GET with the dashboard credentials and returns status and JSON body.
+    pub async fn admin_json(&self, path: &str) -> (StatusCode, Value) {
+        read(self.get_as_admin(path).await).await
     }
 
     pub async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> (StatusCode, Value) {

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the dashboard browser test: starts the service on a free port with a
+# temporary SQLite database, seeds it, loads the dashboard in headless
+# Chromium, and stops the service. Skips with a notice when Chromium or npm
+# is missing. Usage: tests/browser/run.sh [path to the kpi-service binary]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+top="$(cd "$here/../.." && pwd)"
+binary="${1:-$top/target/debug/kpi-service}"
+chromium="${CHROMIUM:-/usr/bin/chromium}"
+
+if [ ! -x "$chromium" ] || ! command -v npm >/dev/null; then
+    echo "NOTICE: browser test skipped: $chromium or npm is missing (apt-get install -y chromium)"
+    exit 0
+fi
+
+(cd "$here" && npm ci --no-audit --no-fund --silent)
+
+workdir="$(mktemp -d)"
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+master_key="browser-test-master-key-0123456789abcdef"
+password="browser-test-password"
+(
+    cd "$workdir"
+    env -i PATH="$PATH" PORT="$port" CENTER_API_KEY="$master_key" DASHBOARD_PASSWORD="$password" \
+        DATABASE_URL="sqlite://$workdir/kpi.db" "$binary" >"$workdir/service.log" 2>&1
+) &
+service=$!
+trap 'kill "$service" 2>/dev/null || true; wait "$service" 2>/dev/null || true; rm -rf "$workdir"' EXIT
+
+for _ in $(seq 1 50); do
+    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+
+KPI_BASE_URL="http://127.0.0.1:$port" KPI_MASTER_KEY="$master_key" KPI_DASHBOARD_PASSWORD="$password" \
+    CHROMIUM="$chromium" node "$here/dashboard.mjs"
