@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::ApiError;
 use crate::keys::{self, KeyHash};
-use crate::routes::ClientIp;
+use crate::routes::{check_auth_throttle, ClientIp};
 use crate::SharedState;
 
 /// The expected credentials, as digests.
@@ -99,15 +99,13 @@ impl FromRequestParts<SharedState> for Administrator {
         parts: &mut Parts,
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
+        let Ok(ClientIp(client_ip)) = ClientIp::from_request_parts(parts, state).await;
+        check_auth_throttle(state, client_ip)?;
         match state.dashboard.verify(&parts.headers) {
             Outcome::Valid => Ok(Administrator),
             Outcome::Missing => Err(ApiError::DashboardUnauthorized),
             Outcome::Wrong => {
-                let ClientIp(client_ip) = ClientIp::from_request_parts(parts, state)
-                    .await
-                    .unwrap_or(ClientIp(std::net::IpAddr::V4(
-                        std::net::Ipv4Addr::UNSPECIFIED,
-                    )));
+                state.limits.auth_failures.record(client_ip);
                 tracing::warn!(client_ip = %client_ip, "dashboard authentication failed");
                 Err(ApiError::DashboardUnauthorized)
             }

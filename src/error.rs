@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::store::StoreError;
 
@@ -20,9 +21,11 @@ use crate::store::StoreError;
 const BASIC_CHALLENGE: &str = "Basic realm=\"PetHospital KPI Dashboard\", charset=\"UTF-8\"";
 
 /// One failed validation rule, in the shape the old service used.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct FieldError {
-    /// Path to the value, starting with `"body"`; list indices are numbers.
+    /// Path to the value, starting with `"body"`, `"path"` or `"query"`; list
+    /// indices are numbers.
+    #[schema(value_type = Vec<LocationSegment>, example = json!(["body", "tests", 2, "count"]))]
     pub loc: Vec<Value>,
     pub msg: String,
     #[serde(rename = "type")]
@@ -62,11 +65,23 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("payload too large")]
     PayloadTooLarge,
+    /// A rate limit was reached; the client may retry after `retry_after` seconds.
+    #[error("rate limit exceeded")]
+    RateLimited { limit: u32, retry_after: u64 },
     /// A failure inside the service; the text goes to the log, never to the client.
     #[error("internal error: {0}")]
     Internal(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A segment of a field error's `loc`: a field name or a list index.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Only the OpenAPI document uses this type.
+enum LocationSegment {
+    Field(String),
+    Index(u64),
 }
 
 /// The body of an error response before the middleware adds `instance`.
@@ -119,6 +134,16 @@ impl Problem {
                 "Authentication Error",
                 "Authentication required",
             ),
+            StatusCode::SERVICE_UNAVAILABLE => (
+                "internal_error",
+                "Service Unavailable",
+                "The request did not finish in time; retry later",
+            ),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => (
+                "request_header_fields_too_large",
+                "Request Header Fields Too Large",
+                "The request headers are larger than 16 KiB",
+            ),
             status if status.is_server_error() => (
                 "internal_error",
                 "Internal Server Error",
@@ -133,19 +158,41 @@ impl Problem {
         Self::new(status, kind, title, detail)
     }
 
-    fn to_json(&self, instance: &str) -> Value {
-        let mut body = serde_json::json!({
-            "type": self.kind,
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "instance": instance,
-        });
-        if let Some(errors) = &self.errors {
-            body["errors"] = serde_json::to_value(errors).unwrap_or_default();
+    fn document<'a>(&'a self, instance: &'a str) -> ProblemDocument<'a> {
+        ProblemDocument {
+            kind: self.kind,
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            instance,
+            errors: self.errors.as_deref(),
         }
-        body
     }
+}
+
+/// A problem document (RFC 7807 style), the body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemDocument<'a> {
+    /// The kind of error, such as `validation_error`, `authentication_error`
+    /// or `not_found`.
+    #[serde(rename = "type")]
+    #[schema(example = "validation_error")]
+    pub kind: &'a str,
+    #[schema(example = "Validation Error")]
+    pub title: &'a str,
+    /// The HTTP status code.
+    #[schema(example = 422)]
+    pub status: u16,
+    #[schema(example = "Request validation failed")]
+    pub detail: &'a str,
+    /// The request path.
+    #[schema(example = "/kpi/submit")]
+    pub instance: &'a str,
+    /// Every failed rule; present for validation errors only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<FieldError>, required = false)]
+    pub errors: Option<&'a [FieldError]>,
 }
 
 impl ApiError {
@@ -188,6 +235,12 @@ impl ApiError {
                 Problem::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
             }
             ApiError::PayloadTooLarge => Problem::for_status(StatusCode::PAYLOAD_TOO_LARGE),
+            ApiError::RateLimited { retry_after, .. } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_exceeded",
+                "Too Many Requests",
+                format!("Rate limit exceeded; retry in {retry_after} s"),
+            ),
             ApiError::Internal(message) => {
                 tracing::error!(error = %message, "request failed");
                 Problem::for_status(StatusCode::INTERNAL_SERVER_ERROR)
@@ -210,7 +263,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();
         let mut response = problem.status.into_response();
-        let challenge = match self {
+        let challenge = match &self {
             ApiError::DashboardUnauthorized => Some(BASIC_CHALLENGE),
             ApiError::Unauthorized(_) => Some("ApiKey"),
             _ => None,
@@ -220,6 +273,13 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
             );
+        }
+        if let ApiError::RateLimited { limit, retry_after } = self {
+            let headers = response.headers_mut();
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
+            headers.insert("x-ratelimit-remaining", HeaderValue::from(0));
+            headers.insert("x-ratelimit-after", HeaderValue::from(retry_after));
         }
         if problem.status == StatusCode::SERVICE_UNAVAILABLE {
             response
@@ -247,8 +307,14 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
         None if is_json(&parts.headers) => return Response::from_parts(parts, body),
         None => Problem::for_status(status),
     };
-    let bytes = serde_json::to_vec(&problem.to_json(&instance)).unwrap_or_default();
+    let bytes = serde_json::to_vec(&problem.document(&instance)).unwrap_or_default();
     parts.headers.remove(header::CONTENT_LENGTH);
+    if status == StatusCode::SERVICE_UNAVAILABLE && !parts.headers.contains_key(header::RETRY_AFTER)
+    {
+        parts
+            .headers
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),

@@ -7,12 +7,16 @@
 
 pub mod auth;
 pub mod cli;
+pub mod client_ip;
 pub mod dashboard_auth;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod layers;
 pub mod lenient;
+pub mod limits;
 pub mod model;
+pub mod openapi;
 pub mod routes;
 pub mod settings;
 pub mod store;
@@ -24,16 +28,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::{middleware, Router, ServiceExt};
+use axum::{Router, ServiceExt};
 use tokio::net::TcpListener;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::auth::BodyKeyWarnings;
+use crate::client_ip::ClientIpResolver;
 use crate::dashboard_auth::DashboardCredentials;
-use crate::error::{render_problems, ApiError};
+use crate::error::ApiError;
 use crate::keys::KeyHash;
+use crate::limits::Limits;
 use crate::settings::Settings;
 use crate::store::Store;
 
@@ -48,6 +53,8 @@ pub struct AppState {
     pub master_key: Option<KeyHash>,
     pub body_key_warnings: BodyKeyWarnings,
     pub dashboard: DashboardCredentials,
+    pub limits: Arc<Limits>,
+    pub client_ip: Arc<ClientIpResolver>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -60,26 +67,25 @@ impl AppState {
             settings.dashboard_password.as_ref(),
         );
         Arc::new(AppState {
-            settings,
             store,
             master_key,
             body_key_warnings: BodyKeyWarnings::default(),
             dashboard,
+            limits: Arc::new(Limits::new(&settings)),
+            client_ip: Arc::new(ClientIpResolver::new(&settings)),
+            settings,
         })
     }
 }
 
-/// Builds the application: routes, problem documents for every error,
-/// request ids and request logging.
+/// Builds the application: routes with their rate limits, inside the
+/// service's middleware.
 pub fn router(state: SharedState) -> Router {
-    routes::router()
+    let routes = routes::router(&state)
         .fallback(|| async { ApiError::NotFound("Not Found".to_owned()) })
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(middleware::from_fn(render_problems))
-        .layer(telemetry::trace_layer())
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state.clone())
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+    layers::wrap(routes, &state)
 }
 
 /// Serves `state`'s application on `listener` until `shutdown` completes,
@@ -89,12 +95,15 @@ pub async fn serve(
     state: SharedState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let cleanup = Limits::spawn_cleanup(state.limits.clone());
     // Paths are normalized before routing, so `/kpi/submit/` reaches `/kpi/submit`.
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
     let service = ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
         SocketAddr,
     >(app);
-    axum::serve(listener, service)
+    let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    cleanup.abort();
+    served
 }

@@ -5,7 +5,8 @@
 //! fit the 32-bit columns.
 
 use chrono::{DateTime, Days, FixedOffset, NaiveDate, NaiveDateTime, Utc};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 use validator::{Validate, ValidationError, ValidationErrors};
 
 use crate::lenient::{self, INT_MAX};
@@ -32,178 +33,263 @@ pub fn reject_nul_character(value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// A center's totals for one day, the body of `POST /kpi/submit`.
+///
+/// Integer fields also accept integral floats (`50.0`) and digit strings
+/// (`"50"`); a fractional number such as `50.5` is rejected.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 pub struct SubmitBody {
     #[validate(length(min = 1, max = 50), custom(function = "reject_nul_character"))]
+    #[schema(min_length = 1, max_length = 50, example = "HVC")]
     pub center_code: String,
+    /// The center's key or the master key. Send it in the `X-API-Key` header
+    /// instead; the header wins when both are present.
     #[serde(default)]
+    #[schema(deprecated)]
     pub api_key: Option<String>,
+    /// The day the totals belong to, at most tomorrow in UTC.
     #[validate(custom(function = "not_after_tomorrow"))]
     pub date: NaiveDate,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub total_orders: i64,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub total_results: i64,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub total_pets: i64,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub total_owners: i64,
+    /// Replaces the day's test counts; entries with the same code are merged
+    /// by adding their counts.
     #[serde(default, deserialize_with = "lenient::list")]
     #[validate(nested)]
     pub tests: Vec<TestCount>,
+    /// Replaces the day's species counts; entries with the same species are
+    /// merged by adding their counts.
     #[serde(default, deserialize_with = "lenient::list")]
     #[validate(nested)]
     pub species: Vec<SpeciesCount>,
+    /// Replaces the day's breed counts; entries with the same breed and
+    /// species are merged by adding their counts.
     #[serde(default, deserialize_with = "lenient::list")]
     #[validate(nested)]
     pub breeds: Vec<BreedCount>,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// A test's order count for the day.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 pub struct TestCount {
     #[validate(length(min = 1, max = 50), custom(function = "reject_nul_character"))]
+    #[schema(min_length = 1, max_length = 50)]
     pub code: String,
     #[serde(default)]
     #[validate(length(max = 255), custom(function = "reject_nul_character"))]
+    #[schema(max_length = 255)]
     pub name: Option<String>,
+    /// Also accepts an integral float or a digit string.
     #[serde(deserialize_with = "lenient::int")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub count: i64,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// The number of pets of one species seen on the day.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 pub struct SpeciesCount {
     #[validate(length(min = 1, max = 100), custom(function = "reject_nul_character"))]
+    #[schema(min_length = 1, max_length = 100)]
     pub species: String,
+    /// Also accepts an integral float or a digit string.
     #[serde(deserialize_with = "lenient::int")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub count: i64,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// The number of pets of one breed seen on the day.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 pub struct BreedCount {
     #[validate(length(min = 1, max = 255), custom(function = "reject_nul_character"))]
+    #[schema(min_length = 1, max_length = 255)]
     pub breed: String,
     #[serde(default)]
     #[validate(length(max = 100), custom(function = "reject_nul_character"))]
+    #[schema(max_length = 100)]
     pub species: Option<String>,
+    /// Also accepts an integral float or a digit string.
     #[serde(deserialize_with = "lenient::int")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub count: i64,
 }
 
 /// The parts that `/kpi/submit/enhanced` takes beyond a plain batch.
-#[derive(Debug, Default, Deserialize, Validate)]
+///
+/// Integer fields also accept integral floats (`50.0`) and digit strings
+/// (`"50"`); a fractional number such as `50.5` is rejected.
+#[derive(Debug, Default, Deserialize, Validate, ToSchema)]
 pub struct EnhancedParts {
+    /// Replaces the day's performance row when present.
     #[serde(default)]
     #[validate(nested)]
     pub performance: Option<Performance>,
+    /// Replaces the day's module rows when non-empty; an absent or empty
+    /// list leaves them unchanged.
     #[serde(default, deserialize_with = "lenient::list")]
     #[validate(nested)]
     pub modules: Vec<ModuleUsage>,
+    /// Replaces the day's system usage row when present.
     #[serde(default)]
     #[validate(nested)]
     pub system_usage: Option<SystemUsage>,
+    /// Replaces the day's payment method rows when non-empty; an absent or
+    /// empty list leaves them unchanged.
     #[serde(default, deserialize_with = "lenient::list")]
     #[validate(nested)]
     pub payment_methods: Vec<PaymentMethodUsage>,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// The body of `POST /kpi/submit/enhanced`: every field of a plain batch plus
+/// the enhanced parts.
+// NOTE: only the OpenAPI document uses this type. The handler parses
+// `SubmitBody` and `EnhancedParts` from the body separately, so that it
+// reports the errors of both together.
+#[derive(ToSchema)]
+pub struct EnhancedSubmitBody {
+    #[serde(flatten)]
+    pub base: SubmitBody,
+    #[serde(flatten)]
+    pub extras: EnhancedParts,
+}
+
+/// Order timing of the day.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 pub struct Performance {
     #[serde(default, deserialize_with = "lenient::opt_int")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub avg_order_processing_time: Option<i64>,
+    /// Hour of the day with the most orders.
     #[serde(default, deserialize_with = "lenient::opt_int")]
     #[validate(range(min = 0, max = 23))]
+    #[schema(minimum = 0, maximum = 23)]
     pub peak_hour: Option<i64>,
     #[serde(default, deserialize_with = "lenient::opt_int")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub peak_hour_orders: Option<i64>,
+    /// Percentage of orders completed.
     #[serde(default, deserialize_with = "lenient::opt_int")]
     #[validate(range(min = 0, max = 100))]
+    #[schema(minimum = 0, maximum = 100)]
     pub completion_rate: Option<i64>,
     #[serde(default, deserialize_with = "lenient::opt_int")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub same_day_completion: Option<i64>,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub morning_orders: i64,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub afternoon_orders: i64,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub evening_orders: i64,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub night_orders: i64,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// Use of one module of the clinic software on the day.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 pub struct ModuleUsage {
     #[validate(length(min = 1, max = 100), custom(function = "reject_nul_character"))]
+    #[schema(min_length = 1, max_length = 100)]
     pub module_name: String,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub operations_count: i64,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub active_users: i64,
     /// Cents.
     #[serde(default, deserialize_with = "lenient::opt_int")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub total_revenue: Option<i64>,
     /// Cents.
     #[serde(default, deserialize_with = "lenient::opt_int")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub avg_transaction: Option<i64>,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// Users and access channels of the day.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 pub struct SystemUsage {
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub total_active_users: i64,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub peak_concurrent_users: i64,
     /// Minutes.
     #[serde(default, deserialize_with = "lenient::opt_int")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub avg_session_duration: Option<i64>,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub web_access_count: i64,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub mobile_access_count: i64,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub desktop_access_count: i64,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub total_workstations: i64,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// Use of one payment method on the day.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 pub struct PaymentMethodUsage {
     #[validate(length(min = 1, max = 50), custom(function = "reject_nul_character"))]
+    #[schema(min_length = 1, max_length = 50)]
     pub payment_method: String,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub transaction_count: i64,
     /// Cents.
     #[serde(default, deserialize_with = "lenient::opt_int")]
     #[validate(range(min = 0, max = INT_MAX))]
+    #[schema(minimum = 0, maximum = 2147483647)]
     pub total_amount: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     OrderCreated,
@@ -223,15 +309,24 @@ impl EventType {
     }
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// One real-time event, the body of `POST /kpi/events`.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 pub struct EventBody {
     #[validate(length(min = 1, max = 50), custom(function = "reject_nul_character"))]
+    #[schema(min_length = 1, max_length = 50, example = "HVC")]
     pub center_code: String,
+    /// The center's key or the master key. Send it in the `X-API-Key` header
+    /// instead; the header wins when both are present.
     #[serde(default)]
+    #[schema(deprecated)]
     pub api_key: Option<String>,
     pub event_type: EventType,
+    /// RFC 3339; a timestamp without an offset is taken as UTC. The event
+    /// counts on the timestamp's calendar date in its own offset, which must
+    /// be at most tomorrow in UTC.
     #[serde(deserialize_with = "timestamp")]
     #[validate(custom(function = "event_day_not_after_tomorrow"))]
+    #[schema(example = "2025-11-17T22:30:00-04:00")]
     pub timestamp: DateTime<FixedOffset>,
     #[validate(nested)]
     pub data: EventData,
@@ -248,7 +343,11 @@ fn event_day_not_after_tomorrow(timestamp: &DateTime<FixedOffset>) -> Result<(),
     not_after_tomorrow(&timestamp.date_naive())
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// Details of an event; send `{}` when there are none.
+///
+/// Integer fields also accept integral floats (`50.0`) and digit strings
+/// (`"50"`); a fractional number such as `50.5` is rejected.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 pub struct EventData {
     #[serde(default, deserialize_with = "lenient::opt_int")]
     pub order_id: Option<i64>,
@@ -261,19 +360,23 @@ pub struct EventData {
     /// Informational only; the listed `tests` are what counts.
     #[serde(default, deserialize_with = "lenient::opt_int")]
     pub test_count: Option<i64>,
+    /// Test codes of an `order_created` event; each adds 1 to that test's count.
     #[serde(default, deserialize_with = "lenient::list")]
     #[validate(nested)]
     pub tests: Vec<TestCode>,
     #[serde(default)]
     #[validate(length(min = 1, max = 100), custom(function = "reject_nul_character"))]
+    #[schema(min_length = 1, max_length = 100)]
     pub species: Option<String>,
+    /// Counted only when `species` is given too.
     #[serde(default)]
     #[validate(length(min = 1, max = 255), custom(function = "reject_nul_character"))]
+    #[schema(min_length = 1, max_length = 255)]
     pub breed: Option<String>,
 }
 
-/// A test code listed in an event.
-#[derive(Debug, Clone, Deserialize)]
+/// A test code listed in an event, 1 to 50 characters.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(transparent)]
 pub struct TestCode(pub String);
 
@@ -302,19 +405,28 @@ impl Validate for TestCode {
 
 /// Center metadata sent by `PUT /kpi/centers/{code}`; absent or null fields
 /// are left unchanged.
-#[derive(Debug, Default, Deserialize, Validate)]
+#[derive(Debug, Default, Deserialize, Validate, ToSchema)]
 pub struct CenterUpdate {
+    /// The center's key or the master key. Send it in the `X-API-Key` header
+    /// instead; the header wins when both are present. It is never stored as
+    /// the center's key.
     #[serde(default)]
+    #[schema(deprecated)]
     pub api_key: Option<String>,
+    /// A center registered with the master key starts with its code as name.
     #[serde(default)]
     #[validate(length(min = 1, max = 255), custom(function = "reject_nul_character"))]
+    #[schema(min_length = 1, max_length = 255)]
     pub name: Option<String>,
     #[serde(default)]
     #[validate(length(max = 100), custom(function = "reject_nul_character"))]
+    #[schema(max_length = 100)]
     pub city: Option<String>,
     #[serde(default)]
     #[validate(length(max = 100), custom(function = "reject_nul_character"))]
+    #[schema(max_length = 100)]
     pub country: Option<String>,
+    /// Also accepts 0 and 1, and the strings `"true"`, `"false"`, `"1"` and `"0"`.
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub is_active: Option<bool>,
 }

@@ -34,8 +34,6 @@ const READ_PATHS: [&str; 5] = [
 ];
 
 both_backends!(reads_require_credentials, |backend: Backend| async move {
-    let app = TestApp::spawn(backend).await;
-    app.center_with_key("HVC", "Central").await;
     let encode = |raw: &[u8]| format!("Basic {}", STANDARD.encode(raw));
     let bad_headers = [
         ("no header", None),
@@ -62,6 +60,10 @@ both_backends!(reads_require_credentials, |backend: Backend| async move {
     ];
 
     for path in READ_PATHS {
+        // A fresh service per path, so that the failures stay under the
+        // failed-authentication throttle (20 a minute per address).
+        let app = TestApp::spawn(backend).await;
+        app.center_with_key("HVC", "Central").await;
         for (case, header) in &bad_headers {
             let mut request = app.client.get(format!("{}{path}", app.base_url));
             if let Some(header) = header {

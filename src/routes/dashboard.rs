@@ -8,9 +8,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use super::reads::Window;
+use super::reads::{DaysParam, Window};
 use crate::dashboard_auth::Administrator;
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemDocument};
 use crate::view::DashboardPage;
 use crate::SharedState;
 
@@ -24,10 +24,30 @@ const STYLESHEET: &str = include_str!("../../templates/dashboard.css");
 pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/", get(dashboard))
-        .route("/assets/dashboard.css", get(stylesheet))
         .route("/export.csv", get(export_csv))
 }
 
+/// The stylesheet, outside the dashboard's rate limit: it is static, and a
+/// page view would otherwise count twice.
+pub fn assets_router() -> Router<SharedState> {
+    Router::new().route("/assets/dashboard.css", get(stylesheet))
+}
+
+/// Renders the dashboard page for the window.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "dashboard",
+    params(DaysParam),
+    security(("dashboard_credentials" = [])),
+    responses(
+        (status = 200, description = "The dashboard page", body = String, content_type = "text/html"),
+        (status = 401, description = "Missing or wrong dashboard credentials", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid `days`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Dashboard rate limit exceeded", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or the request timed out", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
 async fn dashboard(
     _: Administrator,
     State(state): State<SharedState>,
@@ -68,6 +88,22 @@ async fn stylesheet() -> impl IntoResponse {
     )
 }
 
+/// Exports every center's daily totals in the window as CSV, one row per
+/// center and day.
+#[utoipa::path(
+    get,
+    path = "/export.csv",
+    tag = "dashboard",
+    params(DaysParam),
+    security(("dashboard_credentials" = [])),
+    responses(
+        (status = 200, description = "CSV with a header row: center_code, center_name, date, total_orders, total_results, total_pets, total_owners", body = String, content_type = "text/csv"),
+        (status = 401, description = "Missing or wrong dashboard credentials", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid `days`", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Dashboard rate limit exceeded", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or the request timed out", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
 async fn export_csv(
     _: Administrator,
     State(state): State<SharedState>,

@@ -4,12 +4,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use chrono::NaiveDate;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{authenticate_write, require_active, ClientIp};
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemDocument};
 use crate::extract::{parse, JsonObject};
+use crate::limits::Group;
 use crate::model::{EventBody, EventType};
 use crate::store::{CenterChanges, EventIncrements, Total};
 use crate::SharedState;
@@ -21,12 +24,43 @@ pub fn router() -> Router<SharedState> {
     Router::new().route("/kpi/events", post(record_event))
 }
 
+/// The response of `POST /kpi/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventResponse {
+    #[schema(example = "Event processed successfully")]
+    message: &'static str,
+    event_type: EventType,
+    /// The center's name.
+    center: String,
+    /// The day the event counted on.
+    date: NaiveDate,
+}
+
+/// Counts one real-time event on the day of its timestamp, in the
+/// timestamp's own offset. The master key may send events for a center that
+/// does not exist yet, which registers it.
+#[utoipa::path(
+    post,
+    path = "/kpi/events",
+    tag = "write",
+    request_body = EventBody,
+    security(("center_api_key" = [])),
+    responses(
+        (status = 202, description = "Event counted", body = EventResponse),
+        (status = 401, description = "Missing, invalid or expired API key, or an inactive center", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 1 MiB", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or an unknown event type", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Events rate limit exceeded", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or the request timed out", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
 async fn record_event(
     State(state): State<SharedState>,
     ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<EventResponse>), ApiError> {
     let event: EventBody = parse(&body).map_err(ApiError::Validation)?;
     let code = &event.center_code;
     let caller = authenticate_write(
@@ -35,6 +69,7 @@ async fn record_event(
         event.api_key.as_deref(),
         code,
         client_ip,
+        Group::Events,
         INVALID_DETAIL,
     )
     .await?;
@@ -54,12 +89,12 @@ async fn record_event(
     let increments = increments(&event);
     state.store.record_event(center_id, &increments).await?;
     tracing::debug!(center_code = %code, event_type = event.event_type.as_str(), "event counted");
-    let response = json!({
-        "message": "Event processed successfully",
-        "event_type": event.event_type.as_str(),
-        "center": center_name,
-        "date": increments.date.to_string(),
-    });
+    let response = EventResponse {
+        message: "Event processed successfully",
+        event_type: event.event_type,
+        center: center_name,
+        date: increments.date,
+    };
     Ok((StatusCode::ACCEPTED, Json(response)))
 }
 

@@ -7,9 +7,14 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::ProblemDocument;
+use crate::openapi::{DOCS_PATH, OPENAPI_PATH};
 use crate::SharedState;
 
 /// How long readiness waits for the database. A probe must get an answer
@@ -24,17 +29,117 @@ pub fn router() -> Router<SharedState> {
         .route("/api/docs-info", get(docs_info))
 }
 
-async fn health(State(state): State<SharedState>) -> Json<Value> {
-    let settings = &state.settings;
-    Json(json!({
-        "status": "ok",
-        "service": settings.app_title,
-        "version": settings.app_version,
-        "environment": settings.environment.as_str(),
-    }))
+/// The endpoints that `GET /api/docs-info` lists, by name.
+const ENDPOINTS: [(&str, &str); 12] = [
+    ("submit", "POST /kpi/submit"),
+    ("submit_enhanced", "POST /kpi/submit/enhanced"),
+    ("events", "POST /kpi/events"),
+    ("update_center", "PUT /kpi/centers/{code}"),
+    ("delete_center_data", "DELETE /kpi/centers/{code}/data"),
+    ("centers", "GET /kpi/centers"),
+    ("center_metrics", "GET /kpi/centers/{code}/metrics?days=30"),
+    ("summary", "GET /kpi/stats/summary?days=30"),
+    ("dashboard", "GET /?days=30"),
+    ("export", "GET /export.csv?days=30"),
+    ("health", "GET /health"),
+    ("ready", "GET /health/ready"),
+];
+
+/// The response of `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// The `APP_TITLE` setting.
+    service: String,
+    /// The `APP_VERSION` setting.
+    version: String,
+    #[schema(example = "development")]
+    environment: &'static str,
 }
 
-async fn ready(State(state): State<SharedState>) -> (StatusCode, Json<Value>) {
+/// The response of `GET /health/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    status: ReadinessStatus,
+    service: String,
+    version: String,
+    checks: ReadinessChecks,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadinessStatus {
+    Ready,
+    NotReady,
+}
+
+/// The result of each dependency check.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadinessChecks {
+    database: CheckStatus,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Ok,
+    Error,
+}
+
+/// The response of `GET /api/docs-info`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocsInfo {
+    service: String,
+    version: String,
+    #[schema(example = "development")]
+    environment: &'static str,
+    docs_enabled: bool,
+    /// Method and path of each endpoint, by name.
+    #[schema(example = json!({"submit": "POST /kpi/submit", "health": "GET /health"}))]
+    endpoints: BTreeMap<&'static str, &'static str>,
+    /// Present when the documentation is enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false, example = "/openapi.json")]
+    openapi_url: Option<&'static str>,
+    /// Present when the documentation is enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false, example = "/docs")]
+    docs_url: Option<&'static str>,
+}
+
+/// Reports that the process is up, without touching the database.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "The service is up", body = Health),
+        (status = 429, description = "Health rate limit exceeded", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+async fn health(State(state): State<SharedState>) -> Json<Health> {
+    let settings = &state.settings;
+    Json(Health {
+        status: "ok",
+        service: settings.app_title.clone(),
+        version: settings.app_version.clone(),
+        environment: settings.environment.as_str(),
+    })
+}
+
+/// Reports whether the database responds within a second.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "The database responded", body = Readiness),
+        (status = 429, description = "Health rate limit exceeded", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The database query failed or timed out", body = Readiness),
+    )
+)]
+async fn ready(State(state): State<SharedState>) -> (StatusCode, Json<Readiness>) {
     let database = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(err.to_string()),
@@ -42,46 +147,50 @@ async fn ready(State(state): State<SharedState>) -> (StatusCode, Json<Value>) {
     };
     let settings = &state.settings;
     let (status, ready, database) = match database {
-        Ok(()) => (StatusCode::OK, "ready", "ok"),
+        Ok(()) => (StatusCode::OK, ReadinessStatus::Ready, CheckStatus::Ok),
         Err(err) => {
             tracing::warn!(error = %err, "readiness check failed: database unavailable");
-            (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "error")
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ReadinessStatus::NotReady,
+                CheckStatus::Error,
+            )
         }
     };
-    let body = json!({
-        "status": ready,
-        "service": settings.app_title,
-        "version": settings.app_version,
-        "checks": {"database": database},
-    });
+    let body = Readiness {
+        status: ready,
+        service: settings.app_title.clone(),
+        version: settings.app_version.clone(),
+        checks: ReadinessChecks { database },
+    };
     (status, Json(body))
 }
 
-async fn docs_info(State(state): State<SharedState>) -> Json<Value> {
+/// Describes the service: version, environment, the endpoints, and where the
+/// documentation is when it is enabled.
+#[utoipa::path(
+    get,
+    path = "/api/docs-info",
+    tag = "health",
+    responses(
+        (status = 200, description = "Service information", body = DocsInfo),
+        (status = 429, description = "Health rate limit exceeded", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
+async fn docs_info(State(state): State<SharedState>) -> Json<DocsInfo> {
     let settings = &state.settings;
-    let mut body = json!({
-        "service": settings.app_title,
-        "version": settings.app_version,
-        "environment": settings.environment.as_str(),
-        "docs_enabled": settings.enable_docs,
-        "endpoints": {
-            "submit": "POST /kpi/submit",
-            "submit_enhanced": "POST /kpi/submit/enhanced",
-            "events": "POST /kpi/events",
-            "update_center": "PUT /kpi/centers/{code}",
-            "delete_center_data": "DELETE /kpi/centers/{code}/data",
-            "centers": "GET /kpi/centers",
-            "center_metrics": "GET /kpi/centers/{code}/metrics?days=30",
-            "summary": "GET /kpi/stats/summary?days=30",
-            "dashboard": "GET /?days=30",
-            "export": "GET /export.csv?days=30",
-            "health": "GET /health",
-            "ready": "GET /health/ready",
-        },
-    });
-    if settings.enable_docs {
-        body["openapi_url"] = json!("/openapi.json");
-        body["docs_url"] = json!("/docs");
-    }
-    Json(body)
+    let (openapi_url, docs_url) = if settings.enable_docs {
+        (Some(OPENAPI_PATH), Some(DOCS_PATH))
+    } else {
+        (None, None)
+    };
+    Json(DocsInfo {
+        service: settings.app_title.clone(),
+        version: settings.app_version.clone(),
+        environment: settings.environment.as_str(),
+        docs_enabled: settings.enable_docs,
+        endpoints: ENDPOINTS.into_iter().collect(),
+        openapi_url,
+        docs_url,
+    })
 }

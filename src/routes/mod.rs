@@ -1,11 +1,11 @@
 //! The HTTP routes, one module per group, and what they share.
 
-mod centers;
-mod dashboard;
-mod events;
-mod health;
+pub(crate) mod centers;
+pub(crate) mod dashboard;
+pub(crate) mod events;
+pub(crate) mod health;
 pub mod reads;
-mod submit;
+pub(crate) mod submit;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,20 +15,32 @@ use axum::http::request::Parts;
 use axum::Router;
 
 use crate::auth::{self, AuthError, AuthFailure, Caller, PresentedKey};
+use crate::client_ip::ClientAddr;
 use crate::error::ApiError;
+use crate::limits::{retry_after_secs, Group, MAX_FAILURES};
 use crate::SharedState;
 
-pub fn router() -> Router<SharedState> {
-    Router::new()
-        .merge(submit::router())
-        .merge(events::router())
+/// Builds every route, each group behind its own per-IP rate limit.
+pub fn router(state: &SharedState) -> Router<SharedState> {
+    let limits = &state.limits;
+    let writes = submit::router()
         .merge(centers::router())
-        .merge(health::router())
-        .merge(reads::router())
+        .layer(limits.layer(Group::Submit));
+    let events = events::router().layer(limits.layer(Group::Events));
+    let reads = reads::router()
         .merge(dashboard::router())
+        .merge(crate::openapi::router(&state.settings))
+        .layer(limits.layer(Group::Dashboard));
+    let probes = health::router().layer(limits.layer(Group::Health));
+    Router::new()
+        .merge(writes)
+        .merge(events)
+        .merge(reads)
+        .merge(probes)
+        .merge(dashboard::assets_router())
 }
 
-/// The client's address: the TCP peer.
+/// The client's address as resolved from the peer and trusted proxy headers.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
@@ -36,11 +48,25 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
-        Ok(ClientIp(peer))
+        let resolved = parts.extensions.get::<ClientAddr>().map(|addr| addr.0);
+        let peer = || {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+        };
+        Ok(ClientIp(resolved.unwrap_or_else(peer)))
+    }
+}
+
+/// Rejects a client that failed authentication too often this minute.
+pub fn check_auth_throttle(state: &SharedState, client_ip: IpAddr) -> Result<(), ApiError> {
+    match state.limits.auth_failures.blocked_for(client_ip) {
+        Some(wait) => Err(ApiError::RateLimited {
+            limit: MAX_FAILURES,
+            retry_after: retry_after_secs(wait),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -53,9 +79,11 @@ pub async fn authenticate_write(
     body_key: Option<&str>,
     code: &str,
     client_ip: IpAddr,
+    group: Group,
     invalid_detail: &str,
 ) -> Result<Caller, ApiError> {
     tracing::Span::current().record("center_code", code);
+    check_auth_throttle(state, client_ip)?;
     let presented = PresentedKey::from_request(headers, body_key);
     match auth::authenticate(
         state.store.as_ref(),
@@ -71,10 +99,14 @@ pub async fn authenticate_write(
                     state.body_key_warnings.warn(center);
                 }
             }
+            state.limits.check_center(group, code)?;
             Ok(caller)
         }
         Err(AuthError::Store(err)) => Err(err.into()),
         Err(AuthError::Failed(failure)) => {
+            if failure != AuthFailure::MissingKey {
+                state.limits.auth_failures.record(client_ip);
+            }
             auth::log_failure(failure, code, client_ip);
             Err(unauthorized(failure, invalid_detail))
         }

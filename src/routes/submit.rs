@@ -7,13 +7,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use chrono::NaiveDate;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{authenticate_write, require_active, ClientIp};
-use crate::error::{ApiError, FieldError};
+use crate::error::{ApiError, FieldError, ProblemDocument};
 use crate::extract::{parse, JsonObject};
 use crate::lenient::INT_MAX;
-use crate::model::{EnhancedParts, SubmitBody};
+use crate::limits::Group;
+use crate::model::{EnhancedParts, EnhancedSubmitBody, SubmitBody};
 use crate::store::{
     BreedRow, DayBatch, DayTotals, ModuleRow, PaymentMethodRow, PerformanceRow, SystemUsageRow,
     TestRow,
@@ -28,32 +31,103 @@ pub fn router() -> Router<SharedState> {
         .route("/kpi/submit/enhanced", post(submit_enhanced))
 }
 
+/// The response of `POST /kpi/submit`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubmitResponse {
+    #[schema(example = "Metrics submitted successfully")]
+    message: &'static str,
+    /// The center's name.
+    center: String,
+    date: NaiveDate,
+    total_orders: i64,
+}
+
+/// The response of `POST /kpi/submit/enhanced`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnhancedSubmitResponse {
+    #[schema(example = "Enhanced metrics submitted successfully")]
+    message: &'static str,
+    /// The center's name.
+    center: String,
+    date: NaiveDate,
+    saved: SavedParts,
+}
+
+/// Counts of the rows an enhanced batch stored, after merging duplicates, and
+/// flags for the single-row parts it stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SavedParts {
+    /// Always true: the day's totals are always stored.
+    daily_metrics: bool,
+    tests: usize,
+    species: usize,
+    breeds: usize,
+    performance: bool,
+    modules: usize,
+    system_usage: bool,
+    payment_methods: usize,
+}
+
+/// Stores one center's totals for one day, replacing what was stored for that day.
+#[utoipa::path(
+    post,
+    path = "/kpi/submit",
+    tag = "write",
+    request_body = SubmitBody,
+    security(("center_api_key" = [])),
+    responses(
+        (status = 201, description = "Batch stored", body = SubmitResponse),
+        (status = 401, description = "Missing or invalid API key, or an unknown or inactive center", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 1 MiB", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Submit rate limit exceeded", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or the request timed out", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
 async fn submit(
     State(state): State<SharedState>,
     ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
     let base: SubmitBody = parse(&body).map_err(ApiError::Validation)?;
     let batch = day_batch(&base).map_err(ApiError::Validation)?;
     let center = authorize(&state, &headers, &base, client_ip).await?;
     state.store.save_day(center.0, &batch).await?;
     tracing::info!(center_code = %base.center_code, date = %base.date, "daily batch stored");
-    let response = json!({
-        "message": "Metrics submitted successfully",
-        "center": center.1,
-        "date": base.date.to_string(),
-        "total_orders": base.total_orders,
-    });
+    let response = SubmitResponse {
+        message: "Metrics submitted successfully",
+        center: center.1,
+        date: base.date,
+        total_orders: base.total_orders,
+    };
     Ok((StatusCode::CREATED, Json(response)))
 }
 
+/// Stores a batch with the optional enhanced parts.
+#[utoipa::path(
+    post,
+    path = "/kpi/submit/enhanced",
+    tag = "write",
+    request_body = EnhancedSubmitBody,
+    security(("center_api_key" = [])),
+    responses(
+        (status = 201, description = "Batch stored", body = EnhancedSubmitResponse),
+        (status = 401, description = "Missing or invalid API key, or an unknown or inactive center", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "Body larger than 1 MiB", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a module or payment method listed twice", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Submit rate limit exceeded", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or the request timed out", body = ProblemDocument, content_type = "application/problem+json"),
+    )
+)]
 async fn submit_enhanced(
     State(state): State<SharedState>,
     ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<EnhancedSubmitResponse>), ApiError> {
     // Both parts are read from the one body, and their errors reported together.
     let (base, extras) = match (parse::<SubmitBody>(&body), parse::<EnhancedParts>(&body)) {
         (Ok(base), Ok(extras)) => (base, extras),
@@ -72,21 +146,21 @@ async fn submit_enhanced(
     let center = authorize(&state, &headers, &base, client_ip).await?;
     state.store.save_day(center.0, &batch).await?;
     tracing::info!(center_code = %base.center_code, date = %base.date, "enhanced daily batch stored");
-    let response = json!({
-        "message": "Enhanced metrics submitted successfully",
-        "center": center.1,
-        "date": base.date.to_string(),
-        "saved": {
-            "daily_metrics": true,
-            "tests": batch.tests.len(),
-            "species": batch.species.len(),
-            "breeds": batch.breeds.len(),
-            "performance": batch.performance.is_some(),
-            "modules": batch.modules.len(),
-            "system_usage": batch.system_usage.is_some(),
-            "payment_methods": batch.payment_methods.len(),
+    let response = EnhancedSubmitResponse {
+        message: "Enhanced metrics submitted successfully",
+        center: center.1,
+        date: base.date,
+        saved: SavedParts {
+            daily_metrics: true,
+            tests: batch.tests.len(),
+            species: batch.species.len(),
+            breeds: batch.breeds.len(),
+            performance: batch.performance.is_some(),
+            modules: batch.modules.len(),
+            system_usage: batch.system_usage.is_some(),
+            payment_methods: batch.payment_methods.len(),
         },
-    });
+    };
     Ok((StatusCode::CREATED, Json(response)))
 }
 
@@ -104,6 +178,7 @@ async fn authorize(
         base.api_key.as_deref(),
         &base.center_code,
         client_ip,
+        Group::Submit,
         INVALID_DETAIL,
     )
     .await?;

@@ -6,7 +6,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 top="$(cd "$here/../.." && pwd)"
-binary="${1:-$top/target/debug/kpi-service}"
+binary="$(realpath "${1:-$top/target/debug/kpi-service}")"
 chromium="${CHROMIUM:-/usr/bin/chromium}"
 
 if [ ! -x "$chromium" ] || ! command -v npm >/dev/null; then
@@ -28,10 +28,19 @@ password="browser-test-password"
 service=$!
 trap 'kill "$service" 2>/dev/null || true; wait "$service" 2>/dev/null || true; rm -rf "$workdir"' EXIT
 
-for _ in $(seq 1 50); do
-    curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+up=no
+for _ in $(seq 1 100); do
+    if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+        up=yes
+        break
+    fi
     sleep 0.2
 done
+if [ "$up" != yes ]; then
+    echo "the service did not start; its log:" >&2
+    cat "$workdir/service.log" >&2
+    exit 1
+fi
 
 KPI_BASE_URL="http://127.0.0.1:$port" KPI_MASTER_KEY="$master_key" KPI_DASHBOARD_PASSWORD="$password" \
     CHROMIUM="$chromium" node "$here/dashboard.mjs"
