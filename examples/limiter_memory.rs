@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use kpi_service::limits::{bucket, Limits};
+use kpi_service::metrics::Metrics;
 use kpi_service::settings::Settings;
 
 /// Resident set size of this process in MiB, from /proc/self/statm.
@@ -30,7 +31,7 @@ fn main() {
             .map(|(_, v)| v.to_string())
     })
     .expect("settings");
-    let limits = Limits::new(&settings);
+    let limits = Limits::new(&settings, std::sync::Arc::new(Metrics::new()));
     let before = rss_mib();
     for i in 0..KEYS {
         // Distinct IPv6 /64 networks, as a flood from many hosts would bring.

@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use crate::keys::{self, KeyHash};
 use crate::settings::{DatabaseUrl, Settings};
 use crate::store::{self, CenterChanges, NewKey, SqliteStore, Store};
-use crate::AppState;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,57 +77,6 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<dy
     }
     store.migrate().await.context("database migration failed")?;
     Ok(store)
-}
-
-/// Runs the service until SIGINT or SIGTERM.
-pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let store = open_store(&settings).await?;
-    let address = std::net::SocketAddr::new(settings.host, settings.port);
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address}"))?;
-    tracing::info!(
-        address = %listener.local_addr()?,
-        environment = settings.environment.as_str(),
-        backend = store.backend(),
-        "service started"
-    );
-    let state = AppState::new(settings, store);
-    if let Some(password) = state.dashboard.generated_password() {
-        // Development only: production refuses to start without a password.
-        tracing::warn!(
-            url = %format!("http://{}/", listener.local_addr()?),
-            username = %state.settings.dashboard_username,
-            password = %password,
-            "DASHBOARD_PASSWORD is not set; generated a password for this run"
-        );
-    }
-    crate::serve(listener, state, shutdown_signal()).await?;
-    tracing::info!("service stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutdown signal received; finishing requests in flight");
 }
 
 /// Runs a `centers` subcommand, printing to standard output.

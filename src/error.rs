@@ -158,13 +158,18 @@ impl Problem {
         Self::new(status, kind, title, detail)
     }
 
-    fn document<'a>(&'a self, instance: &'a str) -> ProblemDocument<'a> {
+    fn document<'a>(
+        &'a self,
+        instance: &'a str,
+        request_id: Option<&'a str>,
+    ) -> ProblemDocument<'a> {
         ProblemDocument {
             kind: self.kind,
             title: self.title,
             status: self.status.as_u16(),
             detail: &self.detail,
             instance,
+            request_id,
             errors: self.errors.as_deref(),
         }
     }
@@ -189,6 +194,10 @@ pub struct ProblemDocument<'a> {
     /// The request path.
     #[schema(example = "/kpi/submit")]
     pub instance: &'a str,
+    /// The request's `X-Request-Id`, as in the service's log lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "0b7c4f3e-8a57-4a65-9d1e-2f0e4c1d9a11", required = false)]
+    pub request_id: Option<&'a str>,
     /// Every failed rule; present for validation errors only.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Vec<FieldError>, required = false)]
@@ -292,9 +301,14 @@ impl IntoResponse for ApiError {
 }
 
 /// Writes every error response as a problem document with the request path
-/// as `instance`.
+/// as `instance` and the request id as `request_id`.
 pub async fn render_problems(request: Request, next: Next) -> Response {
     let instance = request.uri().path().to_owned();
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     let response = next.run(request).await;
     let status = response.status();
     if !status.is_client_error() && !status.is_server_error() {
@@ -307,7 +321,8 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
         None if is_json(&parts.headers) => return Response::from_parts(parts, body),
         None => Problem::for_status(status),
     };
-    let bytes = serde_json::to_vec(&problem.document(&instance)).unwrap_or_default();
+    let bytes =
+        serde_json::to_vec(&problem.document(&instance, request_id.as_deref())).unwrap_or_default();
     parts.headers.remove(header::CONTENT_LENGTH);
     if status == StatusCode::SERVICE_UNAVAILABLE && !parts.headers.contains_key(header::RETRY_AFTER)
     {

@@ -17,6 +17,8 @@ use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -24,6 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::client_ip::resolve_client_ip;
 use crate::error::{render_problems, ApiError};
+use crate::metrics::record_request;
 use crate::settings::AllowedOrigins;
 use crate::{telemetry, SharedState};
 
@@ -40,7 +43,19 @@ pub fn wrap(routes: Router, state: &SharedState) -> Router {
         ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(limit_header_size))
-        .layer(middleware::from_fn(render_problems));
+        .layer(middleware::from_fn(render_problems))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ));
+    // Compress responses over 1 KiB when the client accepts gzip or brotli.
+    let compress = SizeAbove::new(1024).and(NotForContentType::IMAGES);
+    app = app.layer(
+        CompressionLayer::new()
+            .gzip(true)
+            .br(true)
+            .compress_when(compress),
+    );
     app = security_headers(app, production);
     if let Some(cors) = cors_layer(&state.settings.allowed_origins) {
         app = app.layer(cors);

@@ -15,9 +15,11 @@ pub mod keys;
 pub mod layers;
 pub mod lenient;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod routes;
+pub mod service;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
@@ -39,6 +41,7 @@ use crate::dashboard_auth::DashboardCredentials;
 use crate::error::ApiError;
 use crate::keys::KeyHash;
 use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::Store;
 
@@ -54,6 +57,7 @@ pub struct AppState {
     pub body_key_warnings: BodyKeyWarnings,
     pub dashboard: DashboardCredentials,
     pub limits: Arc<Limits>,
+    pub metrics: Arc<Metrics>,
     pub client_ip: Arc<ClientIpResolver>,
 }
 
@@ -66,12 +70,15 @@ impl AppState {
             &settings.dashboard_username,
             settings.dashboard_password.as_ref(),
         );
+        let metrics = Arc::new(Metrics::new());
+        metrics.register_store(store.as_ref());
         Arc::new(AppState {
             store,
             master_key,
             body_key_warnings: BodyKeyWarnings::default(),
             dashboard,
-            limits: Arc::new(Limits::new(&settings)),
+            limits: Arc::new(Limits::new(&settings, metrics.clone())),
+            metrics,
             client_ip: Arc::new(ClientIpResolver::new(&settings)),
             settings,
         })

@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kpi_service::cli::{self, Cli, Command};
+use kpi_service::service;
 use kpi_service::settings::Settings;
 use kpi_service::telemetry::{self, LogOutput};
 
@@ -22,9 +23,15 @@ async fn main() -> ExitCode {
         Command::Serve => LogOutput::Stdout,
         Command::Migrate | Command::Centers(_) => LogOutput::Stderr,
     };
-    telemetry::init(&settings.log_level, output);
+    let _log_guards = match telemetry::init(&settings, output) {
+        Ok(guards) => guards,
+        Err(err) => {
+            eprintln!("kpi-service: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match command {
-        Command::Serve => cli::serve(settings).await,
+        Command::Serve => service::run(settings).await,
         Command::Migrate => cli::open_store(&settings).await.map(|store| {
             tracing::info!(backend = store.backend(), "migrations applied");
         }),

@@ -1,14 +1,31 @@
 //! Logging: the subscriber set-up and one span and line per request.
+//!
+//! Development gets human-readable lines; production gets one JSON object
+//! per line with the span's fields, including the request id. With
+//! `LOG_DIR`, daily files are written too: every level in one, errors in
+//! another, kept 30 and 90 days as the old service kept them.
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::extract::{MatchedPath, Request};
 use axum::http::Response;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{DefaultOnBodyChunk, DefaultOnEos, MakeSpan, OnResponse, TraceLayer};
-use tracing::Span;
-use tracing_subscriber::EnvFilter;
+use tracing::{Level, Span};
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{Builder, Rotation};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+use crate::settings::Settings;
+
+/// Days of daily log files kept: all levels, and errors only.
+const ALL_LOG_DAYS: usize = 30;
+const ERROR_LOG_DAYS: usize = 90;
 
 /// Maps the old service's level names to tracing directives; anything else
 /// (`info,sqlx=warn`) is taken as a directive already.
@@ -22,7 +39,7 @@ pub fn filter_directives(log_level: &str) -> String {
     }
 }
 
-/// Where log lines go.
+/// Where console lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogOutput {
     /// The service logs to standard output, where platforms collect it.
@@ -32,24 +49,79 @@ pub enum LogOutput {
     Stderr,
 }
 
-/// Installs the global subscriber; `RUST_LOG`, when set, wins over `log_level`.
-/// Colours are used only on a terminal.
-pub fn init(log_level: &str, output: LogOutput) {
-    let filter = EnvFilter::try_from_default_env()
+/// Keeps the log file writers flushing; drop it last.
+pub struct LogGuards(#[allow(dead_code)] Vec<WorkerGuard>);
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+fn env_filter(log_level: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter_directives(log_level)))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// A formatting layer: JSON lines in production, plain text otherwise.
+fn format_layer<W>(writer: W, json: bool, ansi: bool) -> Box<dyn Layer<Registry> + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
         .with_target(true);
-    let _ = match output {
-        LogOutput::Stdout => builder
-            .with_ansi(std::io::stdout().is_terminal())
-            .try_init(),
-        LogOutput::Stderr => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .try_init(),
+    if json {
+        layer
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed()
+    } else {
+        layer.with_ansi(ansi).boxed()
+    }
+}
+
+/// Installs the global subscriber; `RUST_LOG`, when set, wins over `LOG_LEVEL`.
+pub fn init(settings: &Settings, output: LogOutput) -> anyhow::Result<LogGuards> {
+    let json = settings.is_production();
+    let level = settings.log_level.as_str();
+    let console = match output {
+        LogOutput::Stdout => format_layer(std::io::stdout, json, std::io::stdout().is_terminal()),
+        LogOutput::Stderr => format_layer(std::io::stderr, json, std::io::stderr().is_terminal()),
     };
+    let mut layers: Vec<BoxedLayer> = vec![console.with_filter(env_filter(level)).boxed()];
+    let mut guards = Vec::new();
+    if let Some(dir) = &settings.log_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create LOG_DIR {}", dir.display()))?;
+        for (prefix, days, errors_only) in [
+            ("kpi-service", ALL_LOG_DAYS, false),
+            ("errors", ERROR_LOG_DAYS, true),
+        ] {
+            let appender = Builder::new()
+                .rotation(Rotation::DAILY)
+                .filename_prefix(prefix)
+                .filename_suffix("log")
+                .max_log_files(days)
+                .build(dir)
+                .with_context(|| format!("cannot write log files in {}", dir.display()))?;
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            guards.push(guard);
+            let layer = format_layer(writer, json, false);
+            layers.push(if errors_only {
+                layer.with_filter(LevelFilter::ERROR).boxed()
+            } else {
+                layer.with_filter(env_filter(level)).boxed()
+            });
+        }
+    }
+    // A second initialisation (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    Ok(LogGuards(guards))
+}
+
+/// Routes whose requests are logged at DEBUG: probes run every few seconds.
+fn is_probe(route: &str) -> bool {
+    route == "/health" || route == "/health/ready"
 }
 
 #[derive(Clone, Copy)]
@@ -66,13 +138,29 @@ impl<B> MakeSpan<B> for RequestSpan {
             .get("x-request-id")
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default();
-        tracing::info_span!(
-            "request",
-            method = %request.method(),
-            route = %route,
-            request_id = %request_id,
-            center_code = tracing::field::Empty,
-        )
+        let client_ip = request
+            .extensions()
+            .get::<crate::client_ip::ClientAddr>()
+            .map(|addr| addr.0.to_string())
+            .unwrap_or_default();
+        macro_rules! request_span {
+            ($level:expr) => {
+                tracing::span!(
+                    $level,
+                    "request",
+                    method = %request.method(),
+                    route = %route,
+                    request_id = %request_id,
+                    client_ip = %client_ip,
+                    center_code = tracing::field::Empty,
+                )
+            };
+        }
+        if is_probe(&route) {
+            request_span!(Level::DEBUG)
+        } else {
+            request_span!(Level::INFO)
+        }
     }
 }
 
@@ -80,11 +168,16 @@ impl<B> MakeSpan<B> for RequestSpan {
 pub struct ResponseLine;
 
 impl<B> OnResponse<B> for ResponseLine {
-    fn on_response(self, response: &Response<B>, latency: Duration, _span: &Span) {
+    fn on_response(self, response: &Response<B>, latency: Duration, span: &Span) {
         let status = response.status().as_u16();
         let latency_ms = latency.as_secs_f64() * 1000.0;
+        let probe = span
+            .metadata()
+            .is_none_or(|meta| *meta.level() == Level::DEBUG);
         if response.status().is_server_error() {
             tracing::error!(status, latency_ms, "request finished");
+        } else if probe {
+            tracing::debug!(status, latency_ms, "request finished");
         } else {
             tracing::info!(status, latency_ms, "request finished");
         }

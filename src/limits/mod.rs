@@ -26,6 +26,7 @@ pub use auth_failures::{AuthFailures, MAX_FAILURES, WINDOW};
 pub use ip_key::{bucket, ClientIpKey};
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::settings::{Quota, Settings};
 
 /// `/health` and `/health/ready` allow this many requests a minute per client.
@@ -68,6 +69,7 @@ pub struct Limits {
     center_submit: (DefaultKeyedRateLimiter<String>, Quota),
     center_events: (DefaultKeyedRateLimiter<String>, Quota),
     pub auth_failures: AuthFailures,
+    metrics: Arc<Metrics>,
 }
 
 fn ip_config(quota: Quota) -> (IpConfig, Quota) {
@@ -90,7 +92,7 @@ fn keyed(quota: Quota) -> (DefaultKeyedRateLimiter<String>, Quota) {
 }
 
 impl Limits {
-    pub fn new(settings: &Settings) -> Self {
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Self {
         Self {
             submit: ip_config(settings.rate_limit_submit),
             events: ip_config(settings.rate_limit_events),
@@ -99,6 +101,7 @@ impl Limits {
             center_submit: keyed(settings.rate_limit_center_submit),
             center_events: keyed(settings.rate_limit_center_events),
             auth_failures: AuthFailures::default(),
+            metrics,
         }
     }
 
@@ -118,7 +121,11 @@ impl Limits {
         group: Group,
     ) -> GovernorLayer<ClientIpKey, StateInformationMiddleware, Body> {
         let (config, quota) = self.ip(group).clone();
-        GovernorLayer::new(config).error_handler(move |error| refusal(error, group, quota))
+        let metrics = self.metrics.clone();
+        GovernorLayer::new(config).error_handler(move |error| {
+            metrics.rate_limited(group.as_str());
+            refusal(error, group, quota)
+        })
     }
 
     /// Counts one write of `center` against its per-center quota.
@@ -130,6 +137,7 @@ impl Limits {
         limiter.check_key(&center.to_owned()).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             tracing::warn!(center_code = %center, group = group.as_str(), "per-center rate limit exceeded");
+            self.metrics.rate_limited(&format!("center_{}", group.as_str()));
             ApiError::RateLimited { limit: quota.count, retry_after: retry_after_secs(wait) }
         })
     }

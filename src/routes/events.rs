@@ -88,6 +88,7 @@ async fn record_event(
     };
     let increments = increments(&event);
     state.store.record_event(center_id, &increments).await?;
+    state.metrics.event_counted(code, event.event_type.as_str());
     tracing::debug!(center_code = %code, event_type = event.event_type.as_str(), "event counted");
     let response = EventResponse {
         message: "Event processed successfully",

@@ -30,6 +30,7 @@ pub fn router(state: &SharedState) -> Router<SharedState> {
     let reads = reads::router()
         .merge(dashboard::router())
         .merge(crate::openapi::router(&state.settings))
+        .merge(crate::metrics::router(state))
         .layer(limits.layer(Group::Dashboard));
     let probes = health::router().layer(limits.layer(Group::Health));
     Router::new()
@@ -62,10 +63,13 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 /// Rejects a client that failed authentication too often this minute.
 pub fn check_auth_throttle(state: &SharedState, client_ip: IpAddr) -> Result<(), ApiError> {
     match state.limits.auth_failures.blocked_for(client_ip) {
-        Some(wait) => Err(ApiError::RateLimited {
-            limit: MAX_FAILURES,
-            retry_after: retry_after_secs(wait),
-        }),
+        Some(wait) => {
+            state.metrics.rate_limited("auth_failures");
+            Err(ApiError::RateLimited {
+                limit: MAX_FAILURES,
+                retry_after: retry_after_secs(wait),
+            })
+        }
         None => Ok(()),
     }
 }

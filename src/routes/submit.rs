@@ -95,6 +95,7 @@ async fn submit(
     let batch = day_batch(&base).map_err(ApiError::Validation)?;
     let center = authorize(&state, &headers, &base, client_ip).await?;
     state.store.save_day(center.0, &batch).await?;
+    state.metrics.batch_stored(&base.center_code, "submit");
     tracing::info!(center_code = %base.center_code, date = %base.date, "daily batch stored");
     let response = SubmitResponse {
         message: "Metrics submitted successfully",
@@ -145,6 +146,7 @@ async fn submit_enhanced(
     add_enhanced(&mut batch, &extras).map_err(ApiError::Validation)?;
     let center = authorize(&state, &headers, &base, client_ip).await?;
     state.store.save_day(center.0, &batch).await?;
+    state.metrics.batch_stored(&base.center_code, "enhanced");
     tracing::info!(center_code = %base.center_code, date = %base.date, "enhanced daily batch stored");
     let response = EnhancedSubmitResponse {
         message: "Enhanced metrics submitted successfully",

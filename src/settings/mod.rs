@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 pub use parse::parse_quota;
 use parse::{
     parse_bool, parse_database_url, parse_environment, parse_header_name, parse_host,
-    parse_origins, parse_port, parse_proxies, parse_seconds, quota_text,
+    parse_origins, parse_port, parse_port_named, parse_proxies, parse_seconds, quota_text,
 };
 
 mod parse;
@@ -103,6 +103,13 @@ pub struct Settings {
     pub log_level: String,
     /// A request still running after this long gets 503.
     pub request_timeout: Duration,
+    /// How long a shutdown waits for requests in flight.
+    pub shutdown_timeout: Duration,
+    /// A folder for daily log files, besides the console.
+    pub log_dir: Option<std::path::PathBuf>,
+    /// A separate port for `/metrics` without credentials; without it,
+    /// `/metrics` is served on the main port behind the dashboard credentials.
+    pub metrics_port: Option<u16>,
 }
 
 /// An invalid setting: which variable, what is wrong and what is accepted.
@@ -198,6 +205,11 @@ impl Settings {
             sentry_dsn: get("SENTRY_DSN").map(SecretString::from),
             log_level: get("LOG_LEVEL").unwrap_or_else(|| "INFO".to_owned()),
             request_timeout: parse_seconds("REQUEST_TIMEOUT", get("REQUEST_TIMEOUT"), 30)?,
+            shutdown_timeout: parse_seconds("SHUTDOWN_TIMEOUT", get("SHUTDOWN_TIMEOUT"), 20)?,
+            log_dir: get("LOG_DIR").map(std::path::PathBuf::from),
+            metrics_port: get("METRICS_PORT")
+                .map(|port| parse_port_named("METRICS_PORT", &port))
+                .transpose()?,
         };
         settings.check_production()?;
         Ok(settings)

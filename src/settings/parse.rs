@@ -64,16 +64,20 @@ pub fn parse_host(value: Option<String>) -> Result<IpAddr, SettingsError> {
     })
 }
 
-pub fn parse_port(value: Option<String>) -> Result<u16, SettingsError> {
-    let Some(text) = value else { return Ok(8000) };
+/// Parses a port number for the setting `name`.
+pub fn parse_port_named(name: &'static str, text: &str) -> Result<u16, SettingsError> {
     text.parse().map_err(|_| {
         SettingsError::new(
-            "PORT",
-            &text,
+            name,
+            text,
             "not a port number",
             "an integer from 0 to 65535",
         )
     })
+}
+
+pub fn parse_port(value: Option<String>) -> Result<u16, SettingsError> {
+    value.map_or(Ok(8000), |text| parse_port_named("PORT", &text))
 }
 
 pub fn parse_bool(

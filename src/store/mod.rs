@@ -212,6 +212,16 @@ pub trait Store: ReadStore {
     /// Checks that the database responds.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Closes the pool, waiting for connections in use to be returned.
+    async fn close(&self);
+
+    /// Returns the pool's connection counts.
+    fn pool_status(&self) -> PoolStatus;
+
+    /// Returns the histogram of the time write transactions wait for a
+    /// connection and their `BEGIN`.
+    fn begin_wait(&self) -> prometheus::Histogram;
+
     /// Finds a center by its exact code, with its keys.
     async fn find_center(&self, code: &str) -> StoreResult<Option<CenterAuth>>;
 
@@ -250,6 +260,26 @@ pub trait Store: ReadStore {
 
     /// Activates or deactivates a center.
     async fn set_active(&self, code: &str, active: bool) -> StoreResult<()>;
+}
+
+/// Connection counts of a store's pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub size: u32,
+    pub idle: usize,
+    pub max: u32,
+}
+
+/// Creates the histogram that [`Store::begin_wait`] returns.
+fn begin_wait_histogram() -> prometheus::Histogram {
+    let options = prometheus::HistogramOpts::new(
+        "kpi_db_begin_wait_seconds",
+        "Time a write transaction waited for a pooled connection and its BEGIN",
+    )
+    .buckets(vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ]);
+    prometheus::Histogram::with_opts(options).expect("valid histogram options")
 }
 
 /// Opens a PostgreSQL store that connects on first use.

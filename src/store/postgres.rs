@@ -12,13 +12,17 @@ use super::{DayBatch, StoreResult};
 
 pub struct PgStore {
     pool: PgPool,
+    begin_wait: prometheus::Histogram,
 }
 
 impl PgStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options: PgConnectOptions = url.parse()?;
         let pool = Self::pool_options().connect_with(options).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            begin_wait: super::begin_wait_histogram(),
+        })
     }
 
     /// Opens a pool that connects on first use, so that the service can start
@@ -27,6 +31,7 @@ impl PgStore {
         let options: PgConnectOptions = url.parse()?;
         Ok(Self {
             pool: Self::pool_options().connect_lazy_with(options),
+            begin_wait: super::begin_wait_histogram(),
         })
     }
 
@@ -47,7 +52,10 @@ impl PgStore {
     }
 
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        Ok(self.pool.begin().await?)
+        let timer = self.begin_wait.start_timer();
+        let transaction = self.pool.begin().await;
+        timer.observe_duration();
+        Ok(transaction?)
     }
 
     /// Inserts the day's list rows with one `UNNEST` statement per table, so

@@ -71,6 +71,22 @@ macro_rules! impl_store {
                 self.run_migrations().await
             }
 
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+
+            fn pool_status(&self) -> $crate::store::PoolStatus {
+                $crate::store::PoolStatus {
+                    size: self.pool.size(),
+                    idle: self.pool.num_idle(),
+                    max: self.pool.options().get_max_connections(),
+                }
+            }
+
+            fn begin_wait(&self) -> prometheus::Histogram {
+                self.begin_wait.clone()
+            }
+
             async fn ping(&self) -> $crate::store::StoreResult<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())

@@ -19,6 +19,7 @@ use super::{DayBatch, StoreResult};
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    begin_wait: prometheus::Histogram,
 }
 
 impl SqliteStore {
@@ -34,7 +35,10 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            begin_wait: super::begin_wait_histogram(),
+        })
     }
 
     /// Returns the database file's absolute path, for the start-up log.
@@ -57,7 +61,10 @@ impl SqliteStore {
     }
 
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let timer = self.begin_wait.start_timer();
+        let transaction = self.pool.begin_with("BEGIN IMMEDIATE").await;
+        timer.observe_duration();
+        Ok(transaction?)
     }
 
     /// Inserts the day's list rows one statement each; the statements are
