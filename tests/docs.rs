@@ -176,7 +176,15 @@ fn problem_schema_matches_error_bodies() {
             .map(String::as_str)
             .collect();
 
-        let expected = BTreeSet::from(["type", "title", "status", "detail", "instance", "errors"]);
+        let expected = BTreeSet::from([
+            "type",
+            "title",
+            "status",
+            "detail",
+            "instance",
+            "request_id",
+            "errors",
+        ]);
         assert_eq!(properties, expected);
         let required: BTreeSet<&str> = problem["required"]
             .as_array()
