@@ -132,10 +132,11 @@ pub async fn authenticate(
 }
 
 /// Logs the deprecation of body keys at most once an hour per center, so that
-/// a clinic posting every minute does not flood the log.
+/// a clinic posting every minute does not flood the log. It is called only
+/// after a successful authentication, so the map holds real centers only.
 #[derive(Debug, Default)]
 pub struct BodyKeyWarnings {
-    last_warned: Mutex<HashMap<i32, Instant>>,
+    last_warned: Mutex<HashMap<String, Instant>>,
 }
 
 impl BodyKeyWarnings {
@@ -143,19 +144,19 @@ impl BodyKeyWarnings {
 
     /// Logs the warning unless it was logged for this center within the hour;
     /// returns whether it did.
-    pub fn warn(&self, center: &CenterAuth) -> bool {
+    pub fn warn(&self, center_code: &str) -> bool {
         let now = Instant::now();
         let mut last_warned = self
             .last_warned
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let due = last_warned
-            .get(&center.id)
+            .get(center_code)
             .is_none_or(|at| now.duration_since(*at) >= Self::INTERVAL);
         if due {
-            last_warned.insert(center.id, now);
+            last_warned.insert(center_code.to_owned(), now);
             tracing::warn!(
-                center_code = %center.code,
+                center_code = ?center_code,
                 "center sent its API key in the JSON body, which is deprecated; send it in the X-API-Key header"
             );
         }
@@ -165,31 +166,25 @@ impl BodyKeyWarnings {
 
 /// Logs a failed attempt with the center code and client IP, never the key.
 pub fn log_failure(failure: AuthFailure, code: &str, client_ip: IpAddr) {
-    tracing::warn!(center_code = %code, client_ip = %client_ip, reason = failure.as_str(), "authentication failed");
+    tracing::warn!(center_code = ?code, client_ip = %client_ip, reason = failure.as_str(), "authentication failed");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn center(id: i32) -> CenterAuth {
-        CenterAuth {
-            id,
-            code: format!("C{id}"),
-            name: "Center".to_owned(),
-            is_active: true,
-            keys: Vec::new(),
-        }
-    }
-
     #[test]
     fn body_key_warning_once_an_hour_per_center() {
         let warnings = BodyKeyWarnings::default();
-        assert!(warnings.warn(&center(1)));
-        assert!(!warnings.warn(&center(1)));
-        assert!(warnings.warn(&center(2)));
+        assert!(warnings.warn("HVC"));
+        assert!(!warnings.warn("HVC"));
+        assert!(warnings.warn("CVN"));
         let an_hour_ago = Instant::now() - BodyKeyWarnings::INTERVAL;
-        warnings.last_warned.lock().unwrap().insert(1, an_hour_ago);
-        assert!(warnings.warn(&center(1)));
+        warnings
+            .last_warned
+            .lock()
+            .unwrap()
+            .insert("HVC".to_owned(), an_hour_ago);
+        assert!(warnings.warn("HVC"));
     }
 }

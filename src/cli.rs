@@ -90,6 +90,7 @@ pub async fn centers(settings: &Settings, command: CentersCommand) -> anyhow::Re
             country,
             expires_in,
         } => {
+            check_center(&code, Some(&name))?;
             let key = keys::generate();
             let new_key = new_key(&key, expires_in)?;
             let changes = CenterChanges {
@@ -130,8 +131,7 @@ pub async fn centers(settings: &Settings, command: CentersCommand) -> anyhow::Re
         } => {
             let key = keys::generate();
             let new_key = new_key(&key, expires_in)?;
-            let old_keys_expire_at =
-                Utc::now() + chrono::Duration::from_std(grace).context("grace period too long")?;
+            let old_keys_expire_at = from_now(grace, "--grace")?;
             store
                 .rotate_key(&code, &new_key, old_keys_expire_at)
                 .await?;
@@ -153,11 +153,39 @@ pub async fn centers(settings: &Settings, command: CentersCommand) -> anyhow::Re
     Ok(())
 }
 
+/// Adds `span` to now, failing on a span too long for a timestamp.
+fn from_now(span: Duration, what: &str) -> anyhow::Result<chrono::DateTime<Utc>> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| Utc::now().checked_add_signed(span))
+        .with_context(|| format!("{what} is too long; use at most a few thousand days"))
+}
+
+/// Checks a center code and name as the API would: the code 1 to 50
+/// characters, the name 1 to 255, neither with control characters.
+fn check_center(code: &str, name: Option<&str>) -> anyhow::Result<()> {
+    let length = code.chars().count();
+    if !(1..=50).contains(&length) || code.chars().any(char::is_control) {
+        anyhow::bail!(
+            "invalid center code {code:?}: use 1 to 50 characters without control characters"
+        );
+    }
+    if let Some(name) = name {
+        if name.trim().is_empty()
+            || name.chars().count() > 255
+            || name.chars().any(char::is_control)
+        {
+            anyhow::bail!(
+                "invalid center name {name:?}: use 1 to 255 characters without control characters"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn new_key(key: &str, expires_in: Option<Duration>) -> anyhow::Result<NewKey> {
     let expires_at = match expires_in {
-        Some(lifetime) => {
-            Some(Utc::now() + chrono::Duration::from_std(lifetime).context("lifetime too long")?)
-        }
+        Some(lifetime) => Some(from_now(lifetime, "--expires-in")?),
         None => None,
     };
     Ok(NewKey {

@@ -99,9 +99,25 @@ pub fn parse<T: DeserializeOwned + Validate>(value: &Value) -> Result<T, Vec<Fie
         let mut list = Vec::new();
         flatten(&errors, &mut vec![Value::from("body")], &mut list);
         list.sort_by_key(|error| Value::Array(error.loc.clone()).to_string());
-        list
+        cap_errors(list)
     })?;
     Ok(parsed)
+}
+
+/// The most errors one response lists, so that a huge invalid body cannot
+/// turn into an even larger response.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+fn cap_errors(mut list: Vec<FieldError>) -> Vec<FieldError> {
+    if list.len() > MAX_REPORTED_ERRORS {
+        let hidden = list.len() - MAX_REPORTED_ERRORS;
+        list.truncate(MAX_REPORTED_ERRORS);
+        list.push(FieldError::body(
+            format!("{hidden} more errors not listed"),
+            "too_many_errors",
+        ));
+    }
+    list
 }
 
 fn type_error(err: serde_path_to_error::Error<serde_json::Error>) -> FieldError {

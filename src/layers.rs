@@ -5,7 +5,9 @@
 //! address is resolved before the request span records it; CORS sits outside
 //! the rate limits, so that preflights use no quota and a 429 carries CORS
 //! headers; problem documents are rendered outside the panic and timeout
-//! handlers, so that their 500 and 503 become problem documents too.
+//! handlers, so that their 500 and 503 become problem documents too. With
+//! Sentry on, its per-request hub and transaction sit just inside the request
+//! id layers, so that they cover the request span's log lines and panics.
 
 use std::any::Any;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use axum::http::{header, HeaderName, HeaderValue, Method, Response, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::Router;
+use sentry::integrations::tower::{NewSentryLayer, SentryHttpLayer};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::compression::CompressionLayer;
@@ -26,6 +29,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::client_ip::resolve_client_ip;
 use crate::error::{render_problems, ApiError};
+use crate::error_reporting::{self, set_transaction_name};
 use crate::metrics::record_request;
 use crate::settings::AllowedOrigins;
 use crate::{telemetry, SharedState};
@@ -60,12 +64,19 @@ pub fn wrap(routes: Router, state: &SharedState) -> Router {
     if let Some(cors) = cors_layer(&state.settings.allowed_origins) {
         app = app.layer(cors);
     }
-    app.layer(telemetry::trace_layer())
+    app = app
+        .layer(telemetry::trace_layer())
         .layer(middleware::from_fn_with_state(
             state.client_ip.clone(),
             resolve_client_ip,
-        ))
-        .layer(PropagateRequestIdLayer::x_request_id())
+        ));
+    if error_reporting::is_enabled() {
+        app = app
+            .layer(middleware::from_fn(set_transaction_name))
+            .layer(SentryHttpLayer::new().enable_transaction())
+            .layer(NewSentryLayer::<Request>::new_from_top());
+    }
+    app.layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
@@ -132,6 +143,7 @@ fn cors_layer(origins: &AllowedOrigins) -> Option<CorsLayer> {
 }
 
 /// Turns a handler panic into a 500 problem document; the service keeps serving.
+/// With Sentry on, its panic hook has reported the panic before unwinding got here.
 fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response<Body> {
     let message = payload
         .downcast_ref::<String>()

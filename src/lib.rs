@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client_ip;
 pub mod dashboard_auth;
 pub mod error;
+pub mod error_reporting;
 pub mod extract;
 pub mod keys;
 pub mod layers;

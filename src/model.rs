@@ -11,6 +11,13 @@ use validator::{Validate, ValidationError, ValidationErrors};
 
 use crate::lenient::{self, INT_MAX};
 
+/// The most entries a batch's list may have: far beyond a clinic's catalogue
+/// of tests or breeds, and small enough to bound one request's work.
+pub const MAX_LIST_ENTRIES: usize = 10_000;
+
+/// The most test codes one event may list; an order has a handful.
+pub const MAX_EVENT_TESTS: usize = 1_000;
+
 /// Rejects a date after tomorrow in UTC: clinics are at most a day ahead of UTC,
 /// so a later date is a client's clock or typing error.
 pub fn not_after_tomorrow(date: &NaiveDate) -> Result<(), ValidationError> {
@@ -68,17 +75,26 @@ pub struct SubmitBody {
     pub total_owners: i64,
     /// Replaces the day's test counts; entries with the same code are merged
     /// by adding their counts.
-    #[serde(default, deserialize_with = "lenient::list")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::list_max::<_, _, MAX_LIST_ENTRIES>"
+    )]
     #[validate(nested)]
     pub tests: Vec<TestCount>,
     /// Replaces the day's species counts; entries with the same species are
     /// merged by adding their counts.
-    #[serde(default, deserialize_with = "lenient::list")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::list_max::<_, _, MAX_LIST_ENTRIES>"
+    )]
     #[validate(nested)]
     pub species: Vec<SpeciesCount>,
     /// Replaces the day's breed counts; entries with the same breed and
     /// species are merged by adding their counts.
-    #[serde(default, deserialize_with = "lenient::list")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::list_max::<_, _, MAX_LIST_ENTRIES>"
+    )]
     #[validate(nested)]
     pub breeds: Vec<BreedCount>,
 }
@@ -142,7 +158,10 @@ pub struct EnhancedParts {
     pub performance: Option<Performance>,
     /// Replaces the day's module rows when non-empty; an absent or empty
     /// list leaves them unchanged.
-    #[serde(default, deserialize_with = "lenient::list")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::list_max::<_, _, MAX_LIST_ENTRIES>"
+    )]
     #[validate(nested)]
     pub modules: Vec<ModuleUsage>,
     /// Replaces the day's system usage row when present.
@@ -151,7 +170,10 @@ pub struct EnhancedParts {
     pub system_usage: Option<SystemUsage>,
     /// Replaces the day's payment method rows when non-empty; an absent or
     /// empty list leaves them unchanged.
-    #[serde(default, deserialize_with = "lenient::list")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::list_max::<_, _, MAX_LIST_ENTRIES>"
+    )]
     #[validate(nested)]
     pub payment_methods: Vec<PaymentMethodUsage>,
 }
@@ -361,7 +383,10 @@ pub struct EventData {
     #[serde(default, deserialize_with = "lenient::opt_int")]
     pub test_count: Option<i64>,
     /// Test codes of an `order_created` event; each adds 1 to that test's count.
-    #[serde(default, deserialize_with = "lenient::list")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::list_max::<_, _, MAX_EVENT_TESTS>"
+    )]
     #[validate(nested)]
     pub tests: Vec<TestCode>,
     #[serde(default)]

@@ -3,7 +3,9 @@
 //! Development gets human-readable lines; production gets one JSON object
 //! per line with the span's fields, including the request id. With
 //! `LOG_DIR`, daily files are written too: every level in one, errors in
-//! another, kept 30 and 90 days as the old service kept them.
+//! another, kept 30 and 90 days as the old service kept them. With
+//! `SENTRY_DSN`, [`crate::error_reporting`] adds layers that send ERROR
+//! events to Sentry.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -114,6 +116,7 @@ pub fn init(settings: &Settings, output: LogOutput) -> anyhow::Result<LogGuards>
             });
         }
     }
+    layers.extend(crate::error_reporting::tracing_layers(env_filter(level)));
     // A second initialisation (tests) keeps the first subscriber.
     let _ = tracing_subscriber::registry().with(layers).try_init();
     Ok(LogGuards(guards))

@@ -321,3 +321,50 @@ both_backends!(delete_rejects_nul_in_code, |backend: Backend| async move {
     assert_eq!(body["errors"][0]["loc"], json!(["path", "code"]));
     assert_eq!(read_status, StatusCode::NOT_FOUND);
 });
+
+both_backends!(
+    inactive_center_cannot_reactivate,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let key = app.center_with_key("HVC", "Central").await;
+        app.post(
+            "/kpi/submit",
+            Some(&key),
+            &json!({"center_code": "HVC", "date": day(0)}),
+        )
+        .await;
+        app.store.set_active("HVC", false).await.unwrap();
+
+        let (own_put, _) = app
+            .put("/kpi/centers/HVC", Some(&key), &json!({"is_active": true}))
+            .await;
+        let (own_delete, _) = app.delete("/kpi/centers/HVC/data", Some(&key)).await;
+        let still_inactive = app
+            .db
+            .scalar("SELECT is_active FROM centers WHERE code = 'HVC'", &[])
+            .await;
+        let (master_put, _) = app
+            .put(
+                "/kpi/centers/HVC",
+                Some(MASTER_KEY),
+                &json!({"is_active": true}),
+            )
+            .await;
+
+        assert_eq!(own_put, StatusCode::UNAUTHORIZED);
+        assert_eq!(own_delete, StatusCode::NOT_FOUND);
+        assert_eq!(still_inactive, 0);
+        assert_eq!(
+            app.count_rows("daily_metrics", "HVC").await,
+            1,
+            "nothing deleted"
+        );
+        assert_eq!(master_put, StatusCode::OK);
+        assert_eq!(
+            app.db
+                .scalar("SELECT is_active FROM centers WHERE code = 'HVC'", &[])
+                .await,
+            1
+        );
+    }
+);

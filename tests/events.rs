@@ -311,3 +311,44 @@ both_backends!(
         assert_eq!(app.count_rows("daily_metrics", "HVC").await, 0);
     }
 );
+
+both_backends!(event_test_list_is_bounded, |backend: Backend| async move {
+    let app = TestApp::spawn(backend).await;
+    let key = app.center_with_key("HVC", "Central").await;
+    let tests: Vec<String> = (0..1_001).map(|i| format!("T{i}")).collect();
+    let many: Vec<String> = (0..1_000).map(|i| format!("T{}", i % 7)).collect();
+
+    let (rejected, body) = app
+        .post(
+            "/kpi/events",
+            Some(&key),
+            &event(
+                "HVC",
+                "order_created",
+                &noon(&day(0)),
+                json!({"tests": tests}),
+            ),
+        )
+        .await;
+    let (accepted, _) = app
+        .post(
+            "/kpi/events",
+            Some(&key),
+            &event(
+                "HVC",
+                "order_created",
+                &noon(&day(0)),
+                json!({"tests": many}),
+            ),
+        )
+        .await;
+
+    assert_eq!(rejected, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["loc"], json!(["body", "data", "tests"]));
+    assert_eq!(accepted, StatusCode::ACCEPTED);
+    let tests = app
+        .day_rows("test_summaries", "test_code, count", "HVC", &day(0))
+        .await;
+    assert_eq!(tests.len(), 7);
+    assert_eq!(tests[0], vec![json!("T0"), json!(143)]);
+});

@@ -449,3 +449,28 @@ fn ready_503_when_database_hangs() {
         held.abort();
     });
 }
+
+both_backends!(
+    csv_export_neutralizes_formulas,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let key = app.center_with_key("CSV", "Central").await;
+        app.put(
+            "/kpi/centers/CSV",
+            Some(&key),
+            &json!({"name": "=cmd|' /C calc'!A0"}),
+        )
+        .await;
+        seed_day(&app, &key, "CSV", &day(0), 3).await;
+
+        let text = app
+            .get_as_admin("/export.csv?days=1")
+            .await
+            .text()
+            .await
+            .unwrap();
+
+        let row = text.lines().nth(1).unwrap();
+        assert!(row.starts_with("CSV,'=cmd|"), "{row}");
+    }
+);

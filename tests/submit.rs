@@ -433,3 +433,52 @@ both_backends!(trailing_slash_is_accepted, |backend: Backend| async move {
 
     assert_eq!(status, StatusCode::CREATED);
 });
+
+both_backends!(
+    empty_and_null_species_merge,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let key = app.center_with_key("HVC", "Central").await;
+        let date = day(0);
+        let body = json!({"center_code": "HVC", "date": date,
+                      "breeds": [{"breed": "Mestizo", "count": 1}, {"breed": "Mestizo", "species": "", "count": 4}]});
+
+        let (status, body) = app.post("/kpi/submit", Some(&key), &body).await;
+
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let breeds = app
+            .day_rows("breed_summaries", "breed, species, count", "HVC", &date)
+            .await;
+        assert_eq!(breeds, vec![vec![json!("Mestizo"), Value::Null, json!(5)]]);
+    }
+);
+
+both_backends!(
+    oversized_lists_rejected_early,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let key = app.center_with_key("HVC", "Central").await;
+        let tests: Vec<Value> = (0..10_001)
+            .map(|i| json!({"code": format!("T{i}"), "count": 1}))
+            .collect();
+        let too_many = json!({"center_code": "HVC", "date": day(0), "tests": tests});
+        let invalid: Vec<Value> = (0..150).map(|_| json!({"code": "", "count": 1})).collect();
+        let many_errors = json!({"center_code": "HVC", "date": day(0), "tests": invalid});
+
+        let (status, body) = app.post("/kpi/submit", Some(&key), &too_many).await;
+        let (errors_status, errors_body) = app.post("/kpi/submit", Some(&key), &many_errors).await;
+
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            body["errors"][0]["msg"]
+                .as_str()
+                .unwrap()
+                .contains("at most 10000"),
+            "{body}"
+        );
+        assert_eq!(errors_status, StatusCode::UNPROCESSABLE_ENTITY);
+        let listed = errors_body["errors"].as_array().unwrap();
+        assert_eq!(listed.len(), 101, "100 errors and a note");
+        assert_eq!(listed[100]["type"], "too_many_errors");
+    }
+);

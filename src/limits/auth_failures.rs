@@ -2,12 +2,15 @@
 //! [`MAX_FAILURES`] wrong keys or dashboard credentials within a minute, every
 //! further attempt from that address gets 429 until the minute is over.
 //! Requests without credentials do not count, because every browser sends
-//! one before it asks for the password.
+//! one before it asks for the password. IPv6 addresses count per /64
+//! network, as for the rate limits.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use super::ip_key::bucket;
 
 pub const MAX_FAILURES: u32 = 20;
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -26,6 +29,7 @@ pub struct AuthFailures {
 impl AuthFailures {
     /// Returns how long `ip` stays blocked, or `None` when it may try.
     pub fn blocked_for(&self, ip: IpAddr) -> Option<Duration> {
+        let ip = bucket(ip);
         let windows = self
             .windows
             .lock()
@@ -37,6 +41,7 @@ impl AuthFailures {
 
     /// Counts a failed attempt; logs once per window when `ip` becomes blocked.
     pub fn record(&self, ip: IpAddr) {
+        let ip = bucket(ip);
         let mut windows = self
             .windows
             .lock()

@@ -136,7 +136,7 @@ impl Limits {
         };
         limiter.check_key(&center.to_owned()).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            tracing::warn!(center_code = %center, group = group.as_str(), "per-center rate limit exceeded");
+            tracing::warn!(center_code = ?center, group = group.as_str(), "per-center rate limit exceeded");
             self.metrics.rate_limited(&format!("center_{}", group.as_str()));
             ApiError::RateLimited { limit: quota.count, retry_after: retry_after_secs(wait) }
         })

@@ -108,17 +108,27 @@ async fn update_center(
         INVALID_DETAIL,
     )
     .await?;
+    // Only the master key may change an inactive center, so that a center
+    // deactivated by an operator cannot reactivate itself.
+    if let Caller::CenterKey(center) = &caller {
+        if !center.is_active {
+            tracing::warn!(center_code = ?code, client_ip = %client_ip, "metadata update for an inactive center");
+            return Err(ApiError::Unauthorized(INVALID_DETAIL.to_owned()));
+        }
+    }
     let changes = CenterChanges {
         name: update.name,
         city: update.city,
         country: update.country,
         is_active: update.is_active,
     };
-    let center = state.store.upsert_center(&code, &changes).await?;
+    let (store, target) = (state.store.clone(), code.clone());
+    let center =
+        super::complete(async move { store.upsert_center(&target, &changes).await }).await?;
     if matches!(caller, Caller::MasterForUnknownCenter) {
-        tracing::info!(center_code = %code, "center registered with the master key");
+        tracing::info!(center_code = ?code, "center registered with the master key");
     } else {
-        tracing::info!(center_code = %code, "center metadata updated");
+        tracing::info!(center_code = ?code, "center metadata updated");
     }
     Ok(Json(CenterUpdated {
         message: "Center metadata updated successfully",
@@ -177,10 +187,16 @@ async fn delete_center_data(
     let Some(center) = caller.center() else {
         return Err(not_found());
     };
+    // An inactive center's own key is shut out here too; the master key is not.
+    if matches!(caller, Caller::CenterKey(_)) && !center.is_active {
+        tracing::warn!(center_code = ?code, client_ip = %client_ip, "data deletion for an inactive center");
+        return Err(not_found());
+    }
     state.limits.check_center(Group::Submit, &code)?;
-    let deleted = state.store.delete_center_data(center.id).await?;
+    let (store, center_id) = (state.store.clone(), center.id);
+    let deleted = super::complete(async move { store.delete_center_data(center_id).await }).await?;
     let total: u64 = deleted.iter().map(|(_, rows)| rows).sum();
-    tracing::warn!(center_code = %code, rows = total, "center KPI data deleted");
+    tracing::warn!(center_code = ?code, rows = total, "center KPI data deleted");
     Ok(Json(CenterDataDeleted {
         center_code: code,
         deleted: deleted.into_iter().collect(),

@@ -123,8 +123,8 @@ async fn export_csv(
         ])?;
         for row in &rows {
             writer.write_record([
-                row.code.clone(),
-                row.name.clone(),
+                spreadsheet_safe(&row.code),
+                spreadsheet_safe(&row.name),
                 row.date.to_string(),
                 row.total_orders.to_string(),
                 row.total_results.to_string(),
@@ -154,4 +154,14 @@ async fn export_csv(
     headers.insert(header::CONTENT_DISPOSITION, disposition);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// Prefixes a cell that a spreadsheet would read as a formula with `'`, so
+/// that a center name such as `=cmd|...` is shown as text, never run.
+fn spreadsheet_safe(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
 }

@@ -1,5 +1,7 @@
 //! Real-time events: `POST /kpi/events`.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
@@ -14,7 +16,7 @@ use crate::error::{ApiError, ProblemDocument};
 use crate::extract::{parse, JsonObject};
 use crate::limits::Group;
 use crate::model::{EventBody, EventType};
-use crate::store::{CenterChanges, EventIncrements, Total};
+use crate::store::{EventCenter, EventIncrements, Total};
 use crate::SharedState;
 
 const INVALID_DETAIL: &str = "Invalid API key for center";
@@ -74,22 +76,24 @@ async fn record_event(
     )
     .await?;
     require_active(&caller, client_ip, INACTIVE_DETAIL)?;
-    let (center_id, center_name) = match caller {
-        Caller::CenterKey(center) | Caller::Master(center) => (center.id, center.name),
-        Caller::MasterForUnknownCenter => {
-            // The master key may register a center; its name starts as the code.
-            let center = state
-                .store
-                .upsert_center(code, &CenterChanges::default())
-                .await?;
-            tracing::info!(center_code = %code, "center registered by an event sent with the master key");
-            (center.id, center.name)
+    let (target, center_name) = match caller {
+        Caller::CenterKey(center) | Caller::Master(center) => {
+            (EventCenter::Known(center.id), center.name)
         }
+        // The master key may register a center, in the event's own transaction;
+        // its name starts as the code.
+        Caller::MasterForUnknownCenter => (EventCenter::Register(code.clone()), code.clone()),
     };
+    let registers = matches!(target, EventCenter::Register(_));
     let increments = increments(&event);
-    state.store.record_event(center_id, &increments).await?;
+    let store = state.store.clone();
+    let counted = increments.clone();
+    super::complete(async move { store.record_event(&target, &counted).await }).await?;
+    if registers {
+        tracing::info!(center_code = ?code, "center registered by an event sent with the master key");
+    }
     state.metrics.event_counted(code, event.event_type.as_str());
-    tracing::debug!(center_code = %code, event_type = event.event_type.as_str(), "event counted");
+    tracing::debug!(center_code = ?code, event_type = event.event_type.as_str(), "event counted");
     let response = EventResponse {
         message: "Event processed successfully",
         event_type: event.event_type,
@@ -110,10 +114,14 @@ fn increments(event: &EventBody) -> EventIncrements {
     };
     let mut tests: Vec<(String, i32)> = Vec::new();
     if counts_tests {
+        let mut positions: HashMap<&str, usize> = HashMap::new();
         for code in &data.tests {
-            match tests.iter_mut().find(|(seen, _)| *seen == code.0) {
-                Some((_, count)) => *count += 1,
-                None => tests.push((code.0.clone(), 1)),
+            match positions.get(code.0.as_str()) {
+                Some(&position) => tests[position].1 += 1,
+                None => {
+                    positions.insert(&code.0, tests.len());
+                    tests.push((code.0.clone(), 1));
+                }
             }
         }
     }

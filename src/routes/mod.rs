@@ -18,6 +18,7 @@ use crate::auth::{self, AuthError, AuthFailure, Caller, PresentedKey};
 use crate::client_ip::ClientAddr;
 use crate::error::ApiError;
 use crate::limits::{retry_after_secs, Group, MAX_FAILURES};
+use crate::store::StoreResult;
 use crate::SharedState;
 
 /// Builds every route, each group behind its own per-IP rate limit.
@@ -98,10 +99,8 @@ pub async fn authenticate_write(
     .await
     {
         Ok(caller) => {
-            if let (Some(key), Caller::CenterKey(center)) = (presented, &caller) {
-                if key.from_body {
-                    state.body_key_warnings.warn(center);
-                }
+            if presented.is_some_and(|key| key.from_body) {
+                state.body_key_warnings.warn(code);
             }
             state.limits.check_center(group, code)?;
             Ok(caller)
@@ -135,9 +134,22 @@ pub fn require_active(
 ) -> Result<(), ApiError> {
     match caller.center() {
         Some(center) if !center.is_active => {
-            tracing::warn!(center_code = %center.code, client_ip = %client_ip, "request for an inactive center");
+            tracing::warn!(center_code = ?center.code, client_ip = %client_ip, "request for an inactive center");
             Err(ApiError::Unauthorized(invalid_detail.to_owned()))
         }
         _ => Ok(()),
+    }
+}
+
+/// Runs a storage write to completion on a task of its own, so that a client
+/// that disconnects or a request timeout cannot cancel it halfway. A
+/// cancelled `BEGIN IMMEDIATE` would leave a pooled SQLite connection holding
+/// the write lock, and every later write would wait for it in vain.
+pub async fn complete<T: Send + 'static>(
+    write: impl std::future::Future<Output = StoreResult<T>> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::spawn(write).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(err) => Err(ApiError::Internal(format!("storage task failed: {err}"))),
     }
 }

@@ -94,9 +94,10 @@ async fn submit(
     let base: SubmitBody = parse(&body).map_err(ApiError::Validation)?;
     let batch = day_batch(&base).map_err(ApiError::Validation)?;
     let center = authorize(&state, &headers, &base, client_ip).await?;
-    state.store.save_day(center.0, &batch).await?;
+    let (store, stored) = (state.store.clone(), batch.clone());
+    super::complete(async move { store.save_day(center.0, &stored).await }).await?;
     state.metrics.batch_stored(&base.center_code, "submit");
-    tracing::info!(center_code = %base.center_code, date = %base.date, "daily batch stored");
+    tracing::info!(center_code = ?base.center_code, date = %base.date, "daily batch stored");
     let response = SubmitResponse {
         message: "Metrics submitted successfully",
         center: center.1,
@@ -145,9 +146,10 @@ async fn submit_enhanced(
     let mut batch = day_batch(&base).map_err(ApiError::Validation)?;
     add_enhanced(&mut batch, &extras).map_err(ApiError::Validation)?;
     let center = authorize(&state, &headers, &base, client_ip).await?;
-    state.store.save_day(center.0, &batch).await?;
+    let (store, stored) = (state.store.clone(), batch.clone());
+    super::complete(async move { store.save_day(center.0, &stored).await }).await?;
     state.metrics.batch_stored(&base.center_code, "enhanced");
-    tracing::info!(center_code = %base.center_code, date = %base.date, "enhanced daily batch stored");
+    tracing::info!(center_code = ?base.center_code, date = %base.date, "enhanced daily batch stored");
     let response = EnhancedSubmitResponse {
         message: "Enhanced metrics submitted successfully",
         center: center.1,
@@ -188,7 +190,7 @@ async fn authorize(
     match caller.center() {
         Some(center) => Ok((center.id, center.name.clone())),
         None => {
-            tracing::warn!(center_code = %base.center_code, client_ip = %client_ip, "batch for an unregistered center");
+            tracing::warn!(center_code = ?base.center_code, client_ip = %client_ip, "batch for an unregistered center");
             Err(ApiError::Unauthorized(INVALID_DETAIL.to_owned()))
         }
     }
@@ -222,7 +224,14 @@ fn day_batch(body: &SubmitBody) -> Result<DayBatch, Vec<FieldError>> {
     let breeds = merge(
         body.breeds
             .iter()
-            .map(|b| ((b.breed.clone(), b.species.clone()), b.count, ())),
+            // An empty species is no species, as the unique index reads it.
+            .map(|b| {
+                (
+                    (b.breed.clone(), b.species.clone().filter(|s| !s.is_empty())),
+                    b.count,
+                    (),
+                )
+            }),
         "breeds",
         &mut errors,
     )

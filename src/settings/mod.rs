@@ -12,7 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 pub use parse::parse_quota;
 use parse::{
     parse_bool, parse_database_url, parse_environment, parse_header_name, parse_host,
-    parse_origins, parse_port, parse_port_named, parse_proxies, parse_seconds, quota_text,
+    parse_log_level, parse_origins, parse_port, parse_port_named, parse_proxies, parse_seconds,
+    quota_text,
 };
 
 mod parse;
@@ -203,7 +204,7 @@ impl Settings {
             rate_limit_center_submit,
             rate_limit_center_events,
             sentry_dsn: get("SENTRY_DSN").map(SecretString::from),
-            log_level: get("LOG_LEVEL").unwrap_or_else(|| "INFO".to_owned()),
+            log_level: parse_log_level(get("LOG_LEVEL"))?,
             request_timeout: parse_seconds("REQUEST_TIMEOUT", get("REQUEST_TIMEOUT"), 30)?,
             shutdown_timeout: parse_seconds("SHUTDOWN_TIMEOUT", get("SHUTDOWN_TIMEOUT"), 20)?,
             log_dir: get("LOG_DIR").map(std::path::PathBuf::from),

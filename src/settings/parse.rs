@@ -243,6 +243,10 @@ pub fn parse_quota(
         .trim()
         .parse()
         .map_err(|_| invalid("the count is not a whole number"))?;
+    // One request per nanosecond is the finest rate the limiter can represent.
+    if count > 1_000_000_000 {
+        return Err(invalid("the count must be at most 1000000000"));
+    }
     if count == 0 {
         return Err(invalid("the count must be at least 1"));
     }
@@ -257,4 +261,29 @@ pub fn parse_quota(
         count,
         period: Duration::from_secs(seconds),
     })
+}
+
+/// Checks `LOG_LEVEL`: an old level name, or tracing directives whose every
+/// part is a level or `target=level`. A typo would otherwise silence the log.
+pub fn parse_log_level(value: Option<String>) -> Result<String, SettingsError> {
+    const EXPECTED: &str =
+        "DEBUG, INFO, WARNING, ERROR or CRITICAL, or directives such as info,sqlx=warn";
+    const LEVELS: [&str; 9] = [
+        "trace", "debug", "info", "warn", "warning", "error", "critical", "off", "",
+    ];
+    let text = value.unwrap_or_else(|| "INFO".to_owned());
+    let valid = text.split(',').all(|part| {
+        let level = part.rsplit_once('=').map_or(part, |(_, level)| level);
+        LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
+    });
+    if valid {
+        Ok(text)
+    } else {
+        Err(SettingsError::new(
+            "LOG_LEVEL",
+            &text,
+            "unknown level",
+            EXPECTED,
+        ))
+    }
 }

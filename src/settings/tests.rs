@@ -235,3 +235,30 @@ fn production_refusals_name_the_setting() {
     ]);
     assert!(ok.is_ok());
 }
+
+#[test]
+fn log_level_typos_stop_start_up() {
+    for valid in [
+        "DEBUG",
+        "warning",
+        "CRITICAL",
+        "info,sqlx=warn",
+        "kpi_service=debug",
+    ] {
+        assert!(settings(&[("LOG_LEVEL", valid)]).is_ok(), "{valid}");
+    }
+    for invalid in ["WARNINGS", "garbage", "info,sqlx=loud"] {
+        assert_eq!(
+            settings(&[("LOG_LEVEL", invalid)]).unwrap_err().name,
+            "LOG_LEVEL",
+            "{invalid}"
+        );
+    }
+}
+
+#[test]
+fn quota_finer_than_a_nanosecond_rejected() {
+    let err = settings(&[("RATE_LIMIT_SUBMIT", "1000000001/second")]).unwrap_err();
+    assert_eq!(err.name, "RATE_LIMIT_SUBMIT");
+    assert!(settings(&[("RATE_LIMIT_SUBMIT", "1000000000/second")]).is_ok());
+}

@@ -167,6 +167,14 @@ pub enum Total {
     Owners,
 }
 
+/// The center an event counts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventCenter {
+    Known(i32),
+    /// A code not registered yet, registered in the event's transaction.
+    Register(String),
+}
+
 /// The increments of one event, all on one center's day.
 #[derive(Debug, Clone)]
 pub struct EventIncrements {
@@ -232,8 +240,9 @@ pub trait Store: ReadStore {
     /// Replaces a center's day with `batch`, in one transaction.
     async fn save_day(&self, center_id: i32, batch: &DayBatch) -> StoreResult<()>;
 
-    /// Applies one event's increments, in one transaction.
-    async fn record_event(&self, center_id: i32, event: &EventIncrements) -> StoreResult<()>;
+    /// Applies one event's increments, in one transaction that also
+    /// registers the center when asked.
+    async fn record_event(&self, center: &EventCenter, event: &EventIncrements) -> StoreResult<()>;
 
     /// Deletes every KPI row of a center and resets its last sync.
     async fn delete_center_data(&self, center_id: i32) -> StoreResult<DeletedCounts>;

@@ -38,7 +38,7 @@ impl PgStore {
     fn pool_options() -> PgPoolOptions {
         PgPoolOptions::new()
             .max_connections(10)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(10))
     }
 
     /// Applies the migrations under `migrations/postgres`. sqlx holds a

@@ -229,13 +229,23 @@ macro_rules! impl_store {
 
             async fn record_event(
                 &self,
-                center_id: i32,
+                center: &$crate::store::EventCenter,
                 event: &$crate::store::EventIncrements,
             ) -> $crate::store::StoreResult<()> {
                 use $crate::store::sql;
 
                 let now = chrono::Utc::now();
                 let mut tx = self.begin_write().await?;
+                let center_id = match center {
+                    $crate::store::EventCenter::Known(id) => *id,
+                    $crate::store::EventCenter::Register(code) => {
+                        sqlx::query_scalar::<_, i32>(sql::REGISTER_CENTER)
+                            .bind(code)
+                            .bind(now)
+                            .fetch_one(&mut *tx)
+                            .await?
+                    }
+                };
                 sqlx::query(sql::increment_total(event.total))
                     .bind(center_id)
                     .bind(event.date)

@@ -28,6 +28,13 @@ pub const UPSERT_CENTER: &str =
          is_active = COALESCE($5, centers.is_active) \
      RETURNING id, code, name, city, country, is_active, registered_at, last_sync_at";
 
+/// Registers a center named after its code, or finds it; returns its id.
+/// The no-op update makes `RETURNING` answer on a conflict too.
+pub const REGISTER_CENTER: &str = "INSERT INTO centers (code, name, is_active, registered_at) \
+     VALUES ($1, $1, 1, $2) \
+     ON CONFLICT (code) DO UPDATE SET code = excluded.code \
+     RETURNING id";
+
 pub const INSERT_CENTER: &str =
     "INSERT INTO centers (code, name, city, country, is_active, registered_at) \
      VALUES ($1, $2, $3, $4, 1, $5) \
