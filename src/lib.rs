@@ -109,6 +109,9 @@ pub async fn serve(
     let service = ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
         SocketAddr,
     >(app);
+    // TODO: axum::serve sets no header-read timeout or connection cap, so a
+    // client that opens connections and sends nothing holds them until it
+    // closes them; serving through hyper-util's builder would bound both.
     let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
