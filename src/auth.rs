@@ -133,7 +133,8 @@ pub async fn authenticate(
 
 /// Logs the deprecation of body keys at most once an hour per center, so that
 /// a clinic posting every minute does not flood the log. It is called only
-/// after a successful authentication, so the map holds real centers only.
+/// after a successful authentication, so only holders of a valid key add to
+/// the map.
 #[derive(Debug, Default)]
 pub struct BodyKeyWarnings {
     last_warned: Mutex<HashMap<String, Instant>>,

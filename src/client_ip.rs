@@ -3,9 +3,9 @@
 //! By default it is the TCP peer. Forwarded headers count only when the peer
 //! is a trusted proxy (`TRUSTED_PROXIES`), so that a caller cannot pick its
 //! own rate-limit bucket by sending them. Behind trusted proxies the address
-//! comes from `CLIENT_IP_HEADER`: for `X-Forwarded-For`, the right-most entry
-//! that is not itself a trusted proxy; for any other header (such as
-//! `X-Real-IP`, which Railway's edge rewrites), its single address.
+//! comes from `CLIENT_IP_HEADER`. For `X-Forwarded-For` it is the right-most
+//! entry that is not itself a trusted proxy. For any other header, such as
+//! `X-Real-IP` (which Railway's edge rewrites), it is the header's address.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -104,7 +104,7 @@ pub fn parse<T: DeserializeOwned + Validate>(value: &Value) -> Result<T, Vec<Fie
     Ok(parsed)
 }
 
-/// The most errors one response lists, so that a huge invalid body cannot
+/// The maximum number of errors one response lists, so that a huge invalid body cannot
 /// turn into an even larger response.
 pub const MAX_REPORTED_ERRORS: usize = 100;
 

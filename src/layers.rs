@@ -1,11 +1,12 @@
 //! The middleware around every route: request ids, client addresses, request
 //! logs, CORS, security headers, problem documents, panics and timeouts.
 //!
-//! Outermost first: a request id is set before anything logs; the client
-//! address is resolved before the request span records it; CORS sits outside
-//! the rate limits, so that preflights use no quota and a 429 carries CORS
-//! headers; problem documents are rendered outside the panic and timeout
-//! handlers, so that their 500 and 503 become problem documents too. With
+//! The order, outermost first, matters. A request id is set before anything
+//! logs, and the client address is resolved before the request span records
+//! it. CORS sits outside the rate limits, so that preflights use no quota and
+//! a 429 carries CORS headers. Problem documents are rendered outside the
+//! panic and timeout handlers, so that their 500 and 503 become problem
+//! documents too. With
 //! Sentry on, its per-request hub and transaction sit just inside the request
 //! id layers, so that they cover the request span's log lines and panics.
 

@@ -110,7 +110,7 @@ pub async fn serve(
         SocketAddr,
     >(app);
     // TODO: axum::serve sets no header-read timeout or connection cap, so a
-    // client that opens connections and sends nothing holds them until it
+    // client that opens connections and sends nothing keeps them until it
     // closes them; serving through hyper-util's builder would bound both.
     let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)

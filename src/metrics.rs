@@ -206,7 +206,7 @@ pub fn router(state: &SharedState) -> Router<SharedState> {
     Router::new().route("/metrics", get(protected_metrics))
 }
 
-/// The application served on `METRICS_PORT`: `/metrics` without credentials,
+/// Builds the application served on `METRICS_PORT`: `/metrics` without credentials,
 /// for a scraper inside the private network.
 pub fn port_router(state: SharedState) -> Router {
     Router::new()

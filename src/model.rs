@@ -11,11 +11,11 @@ use validator::{Validate, ValidationError, ValidationErrors};
 
 use crate::lenient::{self, INT_MAX};
 
-/// The most entries a batch's list may have: far beyond a clinic's catalogue
+/// The maximum number of entries in a batch's list: far beyond a clinic's catalogue
 /// of tests or breeds, and small enough to bound one request's work.
 pub const MAX_LIST_ENTRIES: usize = 10_000;
 
-/// The most test codes one event may list; an order has a handful.
+/// The maximum number of test codes one event may list, where an order has a handful.
 pub const MAX_EVENT_TESTS: usize = 1_000;
 
 /// Rejects a date after tomorrow in UTC: clinics are at most a day ahead of UTC,

@@ -41,7 +41,7 @@ pub fn filter_directives(log_level: &str) -> String {
     }
 }
 
-/// Where console lines go.
+/// The stream that console lines go to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogOutput {
     /// The service logs to standard output, where platforms collect it.
@@ -62,7 +62,7 @@ fn env_filter(log_level: &str) -> EnvFilter {
         .unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// A formatting layer: JSON lines in production, plain text otherwise.
+/// Builds a formatting layer: JSON lines in production, plain text otherwise.
 fn format_layer<W>(writer: W, json: bool, ansi: bool) -> Box<dyn Layer<Registry> + Send + Sync>
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,

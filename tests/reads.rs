@@ -407,7 +407,7 @@ both_backends!(health_and_ready, |backend: Backend| async move {
     assert!(info["endpoints"].as_object().unwrap().len() >= 10);
 });
 
-/// Readiness against a database that accepts connections and never answers:
+/// Readiness against a database that accepts connections and never responds:
 /// 503 within about a second, never a hanging probe.
 #[test]
 fn ready_503_when_database_hangs() {

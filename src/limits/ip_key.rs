@@ -1,5 +1,5 @@
 //! The key of per-IP limits: the resolved client address, with IPv6
-//! addresses grouped by their /64 network, because one host usually holds a
+//! addresses grouped by their /64 network, because one host usually has a
 //! whole /64 and could otherwise take a fresh bucket for every request.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};

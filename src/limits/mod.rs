@@ -4,7 +4,8 @@
 //! Per-IP limits guard each route group through tower_governor, keyed on the
 //! resolved client address. Per-center limits are checked inside the write
 //! handlers, after authentication, because the center code is known only from
-//! the body; a center cannot exceed them by spreading over many addresses.
+//! the body. A center therefore cannot exceed them by spreading its requests
+//! over many addresses.
 
 mod auth_failures;
 mod ip_key;
@@ -35,7 +36,7 @@ pub const HEALTH_QUOTA: Quota = Quota {
     period: Duration::from_secs(60),
 };
 
-/// How often state for keys no longer seen is dropped.
+/// How often the state of keys whose quota has refilled is dropped.
 pub const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A route group with a per-IP limit of its own.
@@ -114,7 +115,7 @@ impl Limits {
         }
     }
 
-    /// The per-IP limit layer of a route group; a refusal becomes a 429
+    /// Builds the per-IP limit layer of a route group. A rejected request gets a 429
     /// problem document.
     pub fn layer(
         &self,
@@ -148,7 +149,7 @@ impl Limits {
         self.dashboard.0.limiter().check_key(&key).is_ok()
     }
 
-    /// The number of addresses the dashboard limiter holds state for.
+    /// Returns the number of addresses the dashboard limiter keeps state for.
     pub fn dashboard_keys(&self) -> usize {
         self.dashboard.0.limiter().len()
     }
@@ -190,7 +191,7 @@ fn refusal(error: GovernorError, group: Group, quota: Quota) -> Response<Body> {
         GovernorError::TooManyRequests { wait_time, .. } => {
             tracing::warn!(group = group.as_str(), "per-IP rate limit exceeded");
             // tower_governor gives the wait rounded down to whole seconds, so one
-            // second is added to round up without ever answering too early.
+            // second is added to round up, so that a client never retries too early.
             let retry_after = wait_time + 1;
             ApiError::RateLimited {
                 limit: quota.count,
@@ -218,7 +219,7 @@ mod tests {
     }
 
     #[test]
-    fn center_quota_is_a_burst_then_a_steady_rate() {
+    fn center_quota_burst_then_rate() {
         let limits = keyed(Quota {
             count: 2,
             period: Duration::from_secs(1),

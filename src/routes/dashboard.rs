@@ -27,8 +27,8 @@ pub fn router() -> Router<SharedState> {
         .route("/export.csv", get(export_csv))
 }
 
-/// The stylesheet, outside the dashboard's rate limit: it is static, and a
-/// page view would otherwise count twice.
+/// Serves the stylesheet outside the dashboard's rate limit, because it is
+/// static and a page view would otherwise count twice.
 pub fn assets_router() -> Router<SharedState> {
     Router::new().route("/assets/dashboard.css", get(stylesheet))
 }
@@ -76,7 +76,7 @@ async fn dashboard(
     Ok(response)
 }
 
-/// The stylesheet is public: it holds no data, and a browser fetches it
+/// The stylesheet is public because it contains no data, and a browser fetches it
 /// before the user has typed the credentials on some platforms.
 async fn stylesheet() -> impl IntoResponse {
     (

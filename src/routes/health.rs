@@ -1,5 +1,5 @@
 //! Probes and service information: `GET /health` (liveness, no database),
-//! `GET /health/ready` (the database answers within a second) and
+//! `GET /health/ready` (the database responds within a second) and
 //! `GET /api/docs-info`.
 
 use std::time::Duration;
@@ -17,7 +17,7 @@ use crate::error::ProblemDocument;
 use crate::openapi::{DOCS_PATH, OPENAPI_PATH};
 use crate::SharedState;
 
-/// How long readiness waits for the database. A probe must get an answer
+/// How long readiness waits for the database. A probe must get a response
 /// quickly even when the database hangs, so this is far below the pool's
 /// acquire timeout.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -143,7 +143,10 @@ async fn ready(State(state): State<SharedState>) -> (StatusCode, Json<Readiness>
     let database = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err(format!("no answer within {} ms", READY_TIMEOUT.as_millis())),
+        Err(_) => Err(format!(
+            "no response within {} ms",
+            READY_TIMEOUT.as_millis()
+        )),
     };
     let settings = &state.settings;
     let (status, ready, database) = match database {

@@ -29,7 +29,7 @@ pub const UPSERT_CENTER: &str =
      RETURNING id, code, name, city, country, is_active, registered_at, last_sync_at";
 
 /// Registers a center named after its code, or finds it; returns its id.
-/// The no-op update makes `RETURNING` answer on a conflict too.
+/// The no-op update makes `RETURNING` return the id on a conflict too.
 pub const REGISTER_CENTER: &str = "INSERT INTO centers (code, name, is_active, registered_at) \
      VALUES ($1, $1, 1, $2) \
      ON CONFLICT (code) DO UPDATE SET code = excluded.code \

@@ -470,7 +470,7 @@ impl TestApp {
         rows
     }
 
-    /// How many rows of `table` belong to a center.
+    /// Counts the rows of `table` that belong to a center.
     pub async fn count_rows(&self, table: &str, code: &str) -> i64 {
         let sql = format!(
             "SELECT COUNT(*) FROM {table} t JOIN centers c ON c.id = t.center_id WHERE c.code = $1"
