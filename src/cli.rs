@@ -67,7 +67,7 @@ pub enum CentersCommand {
 
 /// Opens the configured store and applies migrations.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    let store = store::connect(&settings.database_url)
+    let store = store::connect_with(&settings.database_url, settings.pool_config())
         .await
         .context("cannot connect to the database")?;
     if let DatabaseUrl::Sqlite(url) = &settings.database_url {

@@ -123,6 +123,7 @@ fn cors_layer(origins: &AllowedOrigins) -> Option<CorsLayer> {
             HeaderName::from_static("x-ratelimit-limit"),
             HeaderName::from_static("x-ratelimit-remaining"),
             HeaderName::from_static("x-ratelimit-after"),
+            HeaderName::from_static(crate::routes::events::REPLAYED_HEADER),
         ])
         .max_age(Duration::from_secs(600));
     match origins {

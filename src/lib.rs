@@ -11,6 +11,7 @@ pub mod client_ip;
 pub mod dashboard_auth;
 pub mod error;
 pub mod error_reporting;
+pub mod event_writer;
 pub mod extract;
 pub mod keys;
 pub mod layers;
@@ -40,6 +41,7 @@ use crate::auth::BodyKeyWarnings;
 use crate::client_ip::ClientIpResolver;
 use crate::dashboard_auth::DashboardCredentials;
 use crate::error::ApiError;
+use crate::event_writer::EventWriter;
 use crate::keys::KeyHash;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -60,11 +62,14 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
     pub client_ip: Arc<ClientIpResolver>,
+    pub events: EventWriter,
 }
 
 pub type SharedState = Arc<AppState>;
 
 impl AppState {
+    /// Builds the state and starts the event writer task, so it must be
+    /// called inside a Tokio runtime.
     pub fn new(settings: Settings, store: Arc<dyn Store>) -> SharedState {
         let master_key = settings.master_key().map(KeyHash::of);
         let dashboard = DashboardCredentials::new(
@@ -73,7 +78,9 @@ impl AppState {
         );
         let metrics = Arc::new(Metrics::new());
         metrics.register_store(store.as_ref());
+        let events = EventWriter::spawn(store.clone(), metrics.event_group_sizes.clone());
         Arc::new(AppState {
+            events,
             store,
             master_key,
             body_key_warnings: BodyKeyWarnings::default(),
@@ -104,6 +111,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let cleanup = Limits::spawn_cleanup(state.limits.clone());
+    let purge = event_writer::spawn_id_purge(state.store.clone());
     // Paths are normalized before routing, so `/kpi/submit/` reaches `/kpi/submit`.
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
     let service = ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
@@ -116,5 +124,6 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     cleanup.abort();
+    purge.abort();
     served
 }

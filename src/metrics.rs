@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::dashboard_auth::Administrator;
@@ -34,7 +35,10 @@ pub struct Metrics {
     rate_limited: IntCounterVec,
     batches: IntCounterVec,
     events: IntCounterVec,
+    repeated_events: IntCounterVec,
     pool: IntGaugeVec,
+    /// Events written per group-commit transaction.
+    pub event_group_sizes: Histogram,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -73,6 +77,17 @@ impl Metrics {
         registry
             .register(Box::new(pool.clone()))
             .expect("metric names are unique");
+        let event_group_sizes = Histogram::with_opts(
+            HistogramOpts::new(
+                "kpi_event_group_size",
+                "Events written in one group-commit transaction",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("valid histogram options");
+        registry
+            .register(Box::new(event_group_sizes.clone()))
+            .expect("metric names are unique");
         Self {
             requests: counter(
                 &registry,
@@ -98,8 +113,15 @@ impl Metrics {
                 "Events counted",
                 &["center_code", "event_type"],
             ),
+            repeated_events: counter(
+                &registry,
+                "kpi_events_repeated_total",
+                "Events not counted because their id was accepted before",
+                &["center_code"],
+            ),
             latency,
             pool,
+            event_group_sizes,
             registry,
         }
     }
@@ -123,6 +145,10 @@ impl Metrics {
         self.events
             .with_label_values(&[center_code, event_type])
             .inc();
+    }
+
+    pub fn event_repeated(&self, center_code: &str) {
+        self.repeated_events.with_label_values(&[center_code]).inc();
     }
 
     /// Renders every metric in the Prometheus text format.

@@ -352,6 +352,14 @@ pub struct EventBody {
     pub timestamp: DateTime<FixedOffset>,
     #[validate(nested)]
     pub data: EventData,
+    /// The client's id for this event, so that a retry counts once: a repeat
+    /// of an id the center sent before is answered as the first time and
+    /// counts nothing. Ids are kept for at least 7 days. The
+    /// `Idempotency-Key` header wins when both are present.
+    #[serde(default)]
+    #[validate(length(min = 1, max = 100), custom(function = "reject_nul_character"))]
+    #[schema(min_length = 1, max_length = 100, example = "order-58213")]
+    pub event_id: Option<String>,
 }
 
 impl EventBody {

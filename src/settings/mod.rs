@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use parse::parse_quota;
 use parse::{
-    parse_bool, parse_database_url, parse_environment, parse_header_name, parse_host,
+    parse_bool, parse_count, parse_database_url, parse_environment, parse_header_name, parse_host,
     parse_log_level, parse_origins, parse_port, parse_port_named, parse_proxies, parse_seconds,
     quota_text,
 };
@@ -111,6 +111,10 @@ pub struct Settings {
     /// A separate port for `/metrics` without credentials; without it,
     /// `/metrics` is served on the main port behind the dashboard credentials.
     pub metrics_port: Option<u16>,
+    /// Most connections the service opens to the database.
+    pub database_pool_size: u32,
+    /// How long a request waits for a free connection before it gets 503.
+    pub database_acquire_timeout: Duration,
 }
 
 /// An invalid setting: which variable, what is wrong and what is accepted.
@@ -211,6 +215,18 @@ impl Settings {
             metrics_port: get("METRICS_PORT")
                 .map(|port| parse_port_named("METRICS_PORT", &port))
                 .transpose()?,
+            database_pool_size: parse_count(
+                "DATABASE_POOL_SIZE",
+                get("DATABASE_POOL_SIZE"),
+                10,
+                1..=1000,
+                "an integer from 1 to 1000",
+            )?,
+            database_acquire_timeout: parse_seconds(
+                "DATABASE_ACQUIRE_TIMEOUT",
+                get("DATABASE_ACQUIRE_TIMEOUT"),
+                5,
+            )?,
         };
         settings.check_production()?;
         Ok(settings)
@@ -274,6 +290,14 @@ impl Settings {
     /// Returns the master key, if one is configured.
     pub fn master_key(&self) -> Option<&str> {
         self.center_api_key.as_ref().map(|key| key.expose_secret())
+    }
+
+    /// Returns the database pool's size and acquire timeout.
+    pub fn pool_config(&self) -> crate::store::PoolConfig {
+        crate::store::PoolConfig {
+            max_connections: self.database_pool_size,
+            acquire_timeout: self.database_acquire_timeout,
+        }
     }
 
     pub fn is_production(&self) -> bool {

@@ -218,6 +218,28 @@ pub fn parse_seconds(
     }
 }
 
+/// Parses a whole number within `range`; `expected` describes the range.
+pub fn parse_count(
+    name: &'static str,
+    value: Option<String>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+    expected: &'static str,
+) -> Result<u32, SettingsError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    match text.parse::<u32>() {
+        Ok(count) if range.contains(&count) => Ok(count),
+        _ => Err(SettingsError::new(
+            name,
+            &text,
+            "not a whole number in range",
+            expected,
+        )),
+    }
+}
+
 /// Writes a quota back in the form it is read, for defaults derived from another setting.
 pub fn quota_text(quota: Quota) -> String {
     let unit = match quota.period.as_secs() {

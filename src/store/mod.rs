@@ -1,6 +1,8 @@
 //! Storage behind one interface, with a PostgreSQL and an SQLite backend
 //! chosen from the database URL's scheme. Each backend owns its migrations.
 
+mod event_group;
+mod last_sync;
 mod postgres;
 mod reads;
 mod shared;
@@ -31,6 +33,24 @@ pub enum StoreError {
     CenterExists(String),
     #[error("center {0} not found")]
     CenterNotFound(String),
+    /// The transaction of a group of events failed; every event of the group
+    /// shares this error.
+    #[error("event group failed: {0}")]
+    Group(Arc<StoreError>),
+}
+
+impl StoreError {
+    /// Tells whether running the same transaction again may succeed: a
+    /// deadlock or a serialization failure that the database resolved by
+    /// aborting this transaction.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(err)) => {
+                matches!(err.code().as_deref(), Some("40P01" | "40001"))
+            }
+            _ => false,
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -187,6 +207,27 @@ pub struct EventIncrements {
     pub breed: Option<(String, String)>,
 }
 
+/// One event to write, as the group writer hands it to the store.
+#[derive(Debug, Clone)]
+pub struct EventWrite {
+    pub center: EventCenter,
+    /// The client's id for the event; an id already accepted for the center
+    /// makes the event a repeat.
+    pub event_id: Option<String>,
+    pub increments: EventIncrements,
+    /// The response body, kept with the id for repeats.
+    pub response: String,
+}
+
+/// What became of an event of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    Counted,
+    /// The id was accepted before: nothing counted, and this is the response
+    /// body of the first time.
+    Repeated(String),
+}
+
 /// Rows removed per table by a center's data deletion, in table order.
 pub type DeletedCounts = Vec<(&'static str, u64)>;
 
@@ -240,9 +281,14 @@ pub trait Store: ReadStore {
     /// Replaces a center's day with `batch`, in one transaction.
     async fn save_day(&self, center_id: i32, batch: &DayBatch) -> StoreResult<()>;
 
-    /// Applies one event's increments, in one transaction that also
-    /// registers the center when asked.
-    async fn record_event(&self, center: &EventCenter, event: &EventIncrements) -> StoreResult<()>;
+    /// Writes a group of events in one transaction: registers the centers
+    /// asked for, records the ids, and adds the increments of every event
+    /// whose id is new. Returns one outcome per event, in order; an error
+    /// means that nothing of the group was written.
+    async fn record_events(&self, events: &[EventWrite]) -> StoreResult<Vec<EventOutcome>>;
+
+    /// Deletes the event ids received before `before`; returns how many.
+    async fn purge_event_ids(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 
     /// Deletes every KPI row of a center and resets its last sync.
     async fn delete_center_data(&self, center_id: i32) -> StoreResult<DeletedCounts>;
@@ -291,15 +337,37 @@ fn begin_wait_histogram() -> prometheus::Histogram {
     prometheus::Histogram::with_opts(options).expect("valid histogram options")
 }
 
-/// Opens a PostgreSQL store that connects on first use.
-pub fn connect_postgres_lazy(url: &str) -> StoreResult<Arc<dyn Store>> {
-    Ok(Arc::new(PgStore::connect_lazy(url)?))
+/// The size of a store's connection pool and how long a caller waits for a
+/// free connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub max_connections: u32,
+    pub acquire_timeout: std::time::Duration,
 }
 
-/// Opens the store that `url` names.
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// Opens a PostgreSQL store that connects on first use.
+pub fn connect_postgres_lazy(url: &str) -> StoreResult<Arc<dyn Store>> {
+    Ok(Arc::new(PgStore::connect_lazy(url, PoolConfig::default())?))
+}
+
+/// Opens the store that `url` names, with the default pool.
 pub async fn connect(url: &DatabaseUrl) -> StoreResult<Arc<dyn Store>> {
+    connect_with(url, PoolConfig::default()).await
+}
+
+/// Opens the store that `url` names, with the pool that `pool` describes.
+pub async fn connect_with(url: &DatabaseUrl, pool: PoolConfig) -> StoreResult<Arc<dyn Store>> {
     Ok(match url {
-        DatabaseUrl::Postgres(url) => Arc::new(PgStore::connect(url).await?),
-        DatabaseUrl::Sqlite(url) => Arc::new(SqliteStore::connect(url).await?),
+        DatabaseUrl::Postgres(url) => Arc::new(PgStore::connect(url, pool).await?),
+        DatabaseUrl::Sqlite(url) => Arc::new(SqliteStore::connect(url, pool).await?),
     })
 }

@@ -1,44 +1,49 @@
 //! The PostgreSQL backend, for production.
 
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use super::event_group::{GroupSums, NewId};
+use super::last_sync::LastSync;
 use super::reads::impl_read_store;
 use super::shared::impl_store;
-use super::{DayBatch, StoreResult};
+use super::{DayBatch, PoolConfig, StoreResult};
 
 pub struct PgStore {
     pool: PgPool,
     begin_wait: prometheus::Histogram,
+    last_sync: LastSync,
 }
 
 impl PgStore {
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    pub async fn connect(url: &str, config: PoolConfig) -> StoreResult<Self> {
         let options: PgConnectOptions = url.parse()?;
-        let pool = Self::pool_options().connect_with(options).await?;
+        let pool = Self::pool_options(config).connect_with(options).await?;
         Ok(Self {
             pool,
             begin_wait: super::begin_wait_histogram(),
+            last_sync: LastSync::default(),
         })
     }
 
     /// Opens a pool that connects on first use, so that the service can start
     /// (and report not ready) while the database is down.
-    pub fn connect_lazy(url: &str) -> StoreResult<Self> {
+    pub fn connect_lazy(url: &str, config: PoolConfig) -> StoreResult<Self> {
         let options: PgConnectOptions = url.parse()?;
         Ok(Self {
-            pool: Self::pool_options().connect_lazy_with(options),
+            pool: Self::pool_options(config).connect_lazy_with(options),
             begin_wait: super::begin_wait_histogram(),
+            last_sync: LastSync::default(),
         })
     }
 
-    fn pool_options() -> PgPoolOptions {
+    fn pool_options(config: PoolConfig) -> PgPoolOptions {
         PgPoolOptions::new()
-            .max_connections(10)
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
     }
 
     /// Applies the migrations under `migrations/postgres`. sqlx holds a
@@ -149,6 +154,148 @@ impl PgStore {
             )
             .bind(p.iter().map(|r| r.transaction_count).collect::<Vec<_>>())
             .bind(p.iter().map(|r| r.total_amount).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Records each event id the center does not have yet, in one statement.
+    /// Returns, per id, `None` when it is new or the stored response when it
+    /// is not. The ids go in key order, so that two groups that share ids
+    /// wait for each other instead of deadlocking.
+    async fn claim_event_ids(
+        tx: &mut PgConnection,
+        ids: &[NewId<'_>],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Option<String>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sorted: Vec<&NewId<'_>> = ids.iter().collect();
+        sorted.sort_unstable_by_key(|id| (id.center_id, id.event_id));
+        let centers: Vec<i32> = sorted.iter().map(|id| id.center_id).collect();
+        let event_ids: Vec<&str> = sorted.iter().map(|id| id.event_id).collect();
+        let responses: Vec<&str> = sorted.iter().map(|id| id.response).collect();
+        let inserted: Vec<(i32, String)> = sqlx::query_as(
+            "INSERT INTO event_receipts (center_id, event_id, response, received_at) \
+             SELECT c, e, r, $4 FROM UNNEST($1::int[], $2::text[], $3::text[]) AS t (c, e, r) \
+             ON CONFLICT (center_id, event_id) DO NOTHING \
+             RETURNING center_id, event_id",
+        )
+        .bind(&centers)
+        .bind(&event_ids)
+        .bind(&responses)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        if inserted.len() == ids.len() {
+            return Ok(vec![None; ids.len()]);
+        }
+        let inserted: HashSet<(i32, &str)> = inserted
+            .iter()
+            .map(|(center, id)| (*center, id.as_str()))
+            .collect();
+        // The conflicting rows are committed: the insert waited for them.
+        let stored: Vec<(i32, String, String)> = sqlx::query_as(
+            "SELECT center_id, event_id, response FROM event_receipts \
+             WHERE (center_id, event_id) IN (SELECT * FROM UNNEST($1::int[], $2::text[]))",
+        )
+        .bind(&centers)
+        .bind(&event_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let stored: HashMap<(i32, &str), &str> = stored
+            .iter()
+            .map(|(center, id, response)| ((*center, id.as_str()), response.as_str()))
+            .collect();
+        ids.iter()
+            .map(|id| {
+                let key = (id.center_id, id.event_id);
+                if inserted.contains(&key) {
+                    return Ok(None);
+                }
+                // A conflicting row purged in between is the only way to miss it.
+                let response = stored.get(&key).ok_or(sqlx::Error::RowNotFound)?;
+                Ok(Some((*response).to_owned()))
+            })
+            .collect()
+    }
+
+    /// Adds a group's summed increments with one `UNNEST` statement per
+    /// table; the rows go in key order.
+    async fn add_event_sums(
+        tx: &mut PgConnection,
+        sums: &GroupSums,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        if !sums.totals.is_empty() {
+            let (keys, counts): (Vec<_>, Vec<&[i32; 4]>) = sums.totals.iter().unzip();
+            sqlx::query(
+                "INSERT INTO daily_metrics \
+                     (center_id, date, total_orders, total_results, total_pets, total_owners, created_at) \
+                 SELECT *, $7 FROM UNNEST($1::int[], $2::date[], $3::int[], $4::int[], $5::int[], $6::int[]) \
+                 ON CONFLICT (center_id, date) DO UPDATE SET \
+                     total_orders = daily_metrics.total_orders + excluded.total_orders, \
+                     total_results = daily_metrics.total_results + excluded.total_results, \
+                     total_pets = daily_metrics.total_pets + excluded.total_pets, \
+                     total_owners = daily_metrics.total_owners + excluded.total_owners",
+            )
+            .bind(keys.iter().map(|(center, _)| *center).collect::<Vec<_>>())
+            .bind(keys.iter().map(|(_, date)| *date).collect::<Vec<_>>())
+            .bind(counts.iter().map(|c| c[0]).collect::<Vec<_>>())
+            .bind(counts.iter().map(|c| c[1]).collect::<Vec<_>>())
+            .bind(counts.iter().map(|c| c[2]).collect::<Vec<_>>())
+            .bind(counts.iter().map(|c| c[3]).collect::<Vec<_>>())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !sums.tests.is_empty() {
+            sqlx::query(
+                "INSERT INTO test_summaries (center_id, date, test_code, test_name, count) \
+                 SELECT c, d, t, t, n FROM UNNEST($1::int[], $2::date[], $3::text[], $4::int[]) AS u (c, d, t, n) \
+                 ON CONFLICT (center_id, date, test_code) \
+                 DO UPDATE SET count = test_summaries.count + excluded.count",
+            )
+            .bind(sums.tests.keys().map(|k| k.0).collect::<Vec<_>>())
+            .bind(sums.tests.keys().map(|k| k.1).collect::<Vec<_>>())
+            .bind(sums.tests.keys().map(|k| k.2.as_str()).collect::<Vec<_>>())
+            .bind(sums.tests.values().copied().collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !sums.species.is_empty() {
+            sqlx::query(
+                "INSERT INTO species_summaries (center_id, date, species, count) \
+                 SELECT * FROM UNNEST($1::int[], $2::date[], $3::text[], $4::int[]) \
+                 ON CONFLICT (center_id, date, species) \
+                 DO UPDATE SET count = species_summaries.count + excluded.count",
+            )
+            .bind(sums.species.keys().map(|k| k.0).collect::<Vec<_>>())
+            .bind(sums.species.keys().map(|k| k.1).collect::<Vec<_>>())
+            .bind(
+                sums.species
+                    .keys()
+                    .map(|k| k.2.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(sums.species.values().copied().collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !sums.breeds.is_empty() {
+            sqlx::query(
+                "INSERT INTO breed_summaries (center_id, date, breed, species, count) \
+                 SELECT * FROM UNNEST($1::int[], $2::date[], $3::text[], $4::text[], $5::int[]) \
+                 ON CONFLICT (center_id, date, breed, (coalesce(species, ''))) \
+                 DO UPDATE SET count = breed_summaries.count + excluded.count",
+            )
+            .bind(sums.breeds.keys().map(|k| k.0).collect::<Vec<_>>())
+            .bind(sums.breeds.keys().map(|k| k.1).collect::<Vec<_>>())
+            .bind(sums.breeds.keys().map(|k| k.2.as_str()).collect::<Vec<_>>())
+            .bind(sums.breeds.keys().map(|k| k.3.as_str()).collect::<Vec<_>>())
+            .bind(sums.breeds.values().copied().collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }

@@ -3,8 +3,9 @@
 //! The SQL in [`super::sql`] runs unchanged on PostgreSQL and SQLite, but
 //! sqlx's executor traits make code generic over two databases hard to read,
 //! so [`impl_store!`] writes the implementation once per concrete backend.
-//! Each backend type provides `pool`, `begin_write`, `run_migrations` and
-//! `insert_day_lists`.
+//! Each backend type provides the fields `pool`, `begin_wait` and
+//! `last_sync`, and the functions `begin_write`, `run_migrations`,
+//! `insert_day_lists`, `claim_event_ids` and `add_event_sums`.
 
 use chrono::{DateTime, Utc};
 
@@ -61,6 +62,26 @@ impl KeyRow {
 
 macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:literal) => {
+        impl $store {
+            /// Sets the center's `last_sync_at` unless this process set it
+            /// less than a second ago.
+            async fn touch_last_sync(
+                &self,
+                tx: &mut sqlx::Transaction<'static, $db>,
+                center_id: i32,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<()> {
+                if self.last_sync.due(center_id) {
+                    sqlx::query($crate::store::sql::SET_LAST_SYNC)
+                        .bind(center_id)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             fn backend(&self) -> &'static str {
@@ -218,73 +239,73 @@ macro_rules! impl_store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                sqlx::query(sql::SET_LAST_SYNC)
-                    .bind(center_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                self.touch_last_sync(&mut tx, center_id, now).await?;
                 tx.commit().await?;
                 Ok(())
             }
 
-            async fn record_event(
+            async fn record_events(
                 &self,
-                center: &$crate::store::EventCenter,
-                event: &$crate::store::EventIncrements,
-            ) -> $crate::store::StoreResult<()> {
-                use $crate::store::sql;
+                events: &[$crate::store::EventWrite],
+            ) -> $crate::store::StoreResult<Vec<$crate::store::EventOutcome>> {
+                use $crate::store::event_group::{self, Claim, GroupSums};
+                use $crate::store::{sql, EventOutcome};
 
                 let now = chrono::Utc::now();
                 let mut tx = self.begin_write().await?;
-                let center_id = match center {
-                    $crate::store::EventCenter::Known(id) => *id,
-                    $crate::store::EventCenter::Register(code) => {
-                        sqlx::query_scalar::<_, i32>(sql::REGISTER_CENTER)
-                            .bind(code)
-                            .bind(now)
-                            .fetch_one(&mut *tx)
-                            .await?
-                    }
-                };
-                sqlx::query(sql::increment_total(event.total))
-                    .bind(center_id)
-                    .bind(event.date)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                for (code, count) in &event.tests {
-                    sqlx::query(sql::INCREMENT_TEST)
-                        .bind(center_id)
-                        .bind(event.date)
+                let mut registered = std::collections::HashMap::new();
+                for code in event_group::codes_to_register(events) {
+                    let id = sqlx::query_scalar::<_, i32>(sql::REGISTER_CENTER)
                         .bind(code)
-                        .bind(*count)
-                        .execute(&mut *tx)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
                         .await?;
+                    registered.insert(code.to_owned(), id);
                 }
-                if let Some(species) = &event.species {
-                    sqlx::query(sql::INCREMENT_SPECIES)
-                        .bind(center_id)
-                        .bind(event.date)
-                        .bind(species)
-                        .execute(&mut *tx)
-                        .await?;
+                let center_ids = event_group::center_ids(events, &registered);
+                let claims = event_group::claims(events, &center_ids);
+                let firsts: Vec<usize> = (0..events.len())
+                    .filter(|&index| claims[index] == Claim::First)
+                    .collect();
+                let ids: Vec<$crate::store::event_group::NewId<'_>> = firsts
+                    .iter()
+                    .map(|&index| $crate::store::event_group::NewId {
+                        center_id: center_ids[index],
+                        event_id: events[index].event_id.as_deref().unwrap_or_default(),
+                        response: &events[index].response,
+                    })
+                    .collect();
+                let earlier = Self::claim_event_ids(&mut tx, &ids, now).await?;
+                let mut outcomes = vec![EventOutcome::Counted; events.len()];
+                for (&index, response) in firsts.iter().zip(earlier) {
+                    if let Some(response) = response {
+                        outcomes[index] = EventOutcome::Repeated(response);
+                    }
                 }
-                if let Some((breed, species)) = &event.breed {
-                    sqlx::query(sql::INCREMENT_BREED)
-                        .bind(center_id)
-                        .bind(event.date)
-                        .bind(breed)
-                        .bind(species)
-                        .execute(&mut *tx)
-                        .await?;
+                event_group::settle_copies(events, &claims, &mut outcomes);
+                let mut sums = GroupSums::default();
+                for (index, event) in events.iter().enumerate() {
+                    if outcomes[index] == EventOutcome::Counted {
+                        sums.add(center_ids[index], event);
+                    }
                 }
-                sqlx::query(sql::SET_LAST_SYNC)
-                    .bind(center_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::add_event_sums(&mut tx, &sums, now).await?;
+                for center_id in sums.centers() {
+                    self.touch_last_sync(&mut tx, center_id, now).await?;
+                }
                 tx.commit().await?;
-                Ok(())
+                Ok(outcomes)
+            }
+
+            async fn purge_event_ids(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::store::StoreResult<u64> {
+                let result = sqlx::query($crate::store::sql::PURGE_EVENT_IDS)
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected())
             }
 
             async fn delete_center_data(
@@ -301,11 +322,17 @@ macro_rules! impl_store {
                         .await?;
                     deleted.push((table, result.rows_affected()));
                 }
-                sqlx::query($crate::store::sql::RESET_LAST_SYNC)
-                    .bind(center_id)
-                    .execute(&mut *tx)
-                    .await?;
+                for statement in [
+                    $crate::store::sql::DELETE_CENTER_EVENT_IDS,
+                    $crate::store::sql::RESET_LAST_SYNC,
+                ] {
+                    sqlx::query(statement)
+                        .bind(center_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
+                self.last_sync.forget(center_id);
                 Ok(deleted)
             }
 

@@ -2,8 +2,6 @@
 //! accept `$N` parameters, `ON CONFLICT ... DO UPDATE` and `RETURNING`, so one
 //! text serves both; the backends differ only where noted in their modules.
 
-use super::Total;
-
 pub const FIND_CENTER: &str =
     "SELECT id, code, name, city, country, is_active, registered_at, last_sync_at \
      FROM centers WHERE code = $1";
@@ -88,45 +86,43 @@ pub const UPSERT_SYSTEM_USAGE: &str = "INSERT INTO system_usage_metrics \
          web_access_count = excluded.web_access_count, mobile_access_count = excluded.mobile_access_count, \
          desktop_access_count = excluded.desktop_access_count, total_workstations = excluded.total_workstations";
 
-/// Adds one to a day total, creating the day row if needed.
-pub fn increment_total(total: Total) -> &'static str {
-    match total {
-        Total::Orders => {
-            "INSERT INTO daily_metrics (center_id, date, total_orders, created_at) VALUES ($1, $2, 1, $3) \
-             ON CONFLICT (center_id, date) DO UPDATE SET total_orders = daily_metrics.total_orders + 1"
-        }
-        Total::Results => {
-            "INSERT INTO daily_metrics (center_id, date, total_results, created_at) VALUES ($1, $2, 1, $3) \
-             ON CONFLICT (center_id, date) DO UPDATE SET total_results = daily_metrics.total_results + 1"
-        }
-        Total::Pets => {
-            "INSERT INTO daily_metrics (center_id, date, total_pets, created_at) VALUES ($1, $2, 1, $3) \
-             ON CONFLICT (center_id, date) DO UPDATE SET total_pets = daily_metrics.total_pets + 1"
-        }
-        Total::Owners => {
-            "INSERT INTO daily_metrics (center_id, date, total_owners, created_at) VALUES ($1, $2, 1, $3) \
-             ON CONFLICT (center_id, date) DO UPDATE SET total_owners = daily_metrics.total_owners + 1"
-        }
-    }
-}
+/// Adds a group's event counts to a day's totals, creating the day row if needed.
+pub const ADD_DAY_TOTALS: &str = "INSERT INTO daily_metrics \
+         (center_id, date, total_orders, total_results, total_pets, total_owners, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (center_id, date) DO UPDATE SET \
+         total_orders = daily_metrics.total_orders + excluded.total_orders, \
+         total_results = daily_metrics.total_results + excluded.total_results, \
+         total_pets = daily_metrics.total_pets + excluded.total_pets, \
+         total_owners = daily_metrics.total_owners + excluded.total_owners";
 
 /// Adds `$4` to a test's day count; a code not seen that day gets a row
 /// named after the code.
-pub const INCREMENT_TEST: &str = "INSERT INTO test_summaries (center_id, date, test_code, test_name, count) \
+pub const ADD_TEST: &str = "INSERT INTO test_summaries (center_id, date, test_code, test_name, count) \
      VALUES ($1, $2, $3, $3, $4) \
      ON CONFLICT (center_id, date, test_code) DO UPDATE SET count = test_summaries.count + excluded.count";
 
-pub const INCREMENT_SPECIES: &str =
-    "INSERT INTO species_summaries (center_id, date, species, count) \
-     VALUES ($1, $2, $3, 1) \
-     ON CONFLICT (center_id, date, species) DO UPDATE SET count = species_summaries.count + 1";
+pub const ADD_SPECIES: &str = "INSERT INTO species_summaries (center_id, date, species, count) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (center_id, date, species) DO UPDATE SET count = species_summaries.count + excluded.count";
 
 /// The conflict target names the unique index's expression, so that a breed
 /// without species is one key.
-pub const INCREMENT_BREED: &str =
-    "INSERT INTO breed_summaries (center_id, date, breed, species, count) \
-     VALUES ($1, $2, $3, $4, 1) \
+pub const ADD_BREED: &str = "INSERT INTO breed_summaries (center_id, date, breed, species, count) \
+     VALUES ($1, $2, $3, $4, $5) \
      ON CONFLICT (center_id, date, breed, (coalesce(species, ''))) \
-     DO UPDATE SET count = breed_summaries.count + 1";
+     DO UPDATE SET count = breed_summaries.count + excluded.count";
+
+/// Records an event id unless the center has it already.
+pub const INSERT_EVENT_ID: &str =
+    "INSERT INTO event_receipts (center_id, event_id, response, received_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (center_id, event_id) DO NOTHING";
+
+pub const EVENT_ID_RESPONSE: &str =
+    "SELECT response FROM event_receipts WHERE center_id = $1 AND event_id = $2";
+
+pub const PURGE_EVENT_IDS: &str = "DELETE FROM event_receipts WHERE received_at < $1";
+
+pub const DELETE_CENTER_EVENT_IDS: &str = "DELETE FROM event_receipts WHERE center_id = $1";
 
 pub const RESET_LAST_SYNC: &str = "UPDATE centers SET last_sync_at = NULL WHERE id = $1";

@@ -13,17 +13,20 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
+use super::event_group::{GroupSums, NewId};
+use super::last_sync::LastSync;
 use super::reads::impl_read_store;
 use super::shared::impl_store;
-use super::{DayBatch, StoreResult};
+use super::{sql, DayBatch, PoolConfig, StoreResult};
 
 pub struct SqliteStore {
     pool: SqlitePool,
     begin_wait: prometheus::Histogram,
+    last_sync: LastSync,
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    pub async fn connect(url: &str, config: PoolConfig) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -31,13 +34,14 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
             .connect_with(options)
             .await?;
         Ok(Self {
             pool,
             begin_wait: super::begin_wait_histogram(),
+            last_sync: LastSync::default(),
         })
     }
 
@@ -138,6 +142,86 @@ impl SqliteStore {
             .bind(payment.total_amount)
             .execute(&mut *tx)
             .await?;
+        }
+        Ok(())
+    }
+
+    /// Records each event id the center does not have yet. Returns, per id,
+    /// `None` when it is new or the stored response when it is not.
+    async fn claim_event_ids(
+        tx: &mut SqliteConnection,
+        ids: &[NewId<'_>],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<Option<String>>> {
+        let mut earlier = Vec::with_capacity(ids.len());
+        for id in ids {
+            let inserted = sqlx::query(sql::INSERT_EVENT_ID)
+                .bind(id.center_id)
+                .bind(id.event_id)
+                .bind(id.response)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if inserted == 1 {
+                earlier.push(None);
+                continue;
+            }
+            let response = sqlx::query_scalar::<_, String>(sql::EVENT_ID_RESPONSE)
+                .bind(id.center_id)
+                .bind(id.event_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            earlier.push(Some(response));
+        }
+        Ok(earlier)
+    }
+
+    /// Adds a group's summed increments, one statement per row.
+    async fn add_event_sums(
+        tx: &mut SqliteConnection,
+        sums: &GroupSums,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        for ((center_id, date), [orders, results, pets, owners]) in &sums.totals {
+            sqlx::query(sql::ADD_DAY_TOTALS)
+                .bind(center_id)
+                .bind(date)
+                .bind(orders)
+                .bind(results)
+                .bind(pets)
+                .bind(owners)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for ((center_id, date, code), count) in &sums.tests {
+            sqlx::query(sql::ADD_TEST)
+                .bind(center_id)
+                .bind(date)
+                .bind(code)
+                .bind(count)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for ((center_id, date, species), count) in &sums.species {
+            sqlx::query(sql::ADD_SPECIES)
+                .bind(center_id)
+                .bind(date)
+                .bind(species)
+                .bind(count)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for ((center_id, date, breed, species), count) in &sums.breeds {
+            sqlx::query(sql::ADD_BREED)
+                .bind(center_id)
+                .bind(date)
+                .bind(breed)
+                .bind(species)
+                .bind(count)
+                .execute(&mut *tx)
+                .await?;
         }
         Ok(())
     }

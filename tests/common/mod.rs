@@ -338,7 +338,7 @@ impl TestApp {
         }
         let settings =
             Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid test settings");
-        let store = store::connect(&settings.database_url)
+        let store = store::connect_with(&settings.database_url, settings.pool_config())
             .await
             .expect("connect store");
         store.migrate().await.expect("migrate");
