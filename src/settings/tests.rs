@@ -262,3 +262,27 @@ fn quota_finer_than_a_nanosecond_rejected() {
     assert_eq!(err.name, "RATE_LIMIT_SUBMIT");
     assert!(settings(&[("RATE_LIMIT_SUBMIT", "1000000000/second")]).is_ok());
 }
+
+#[test]
+fn database_pool_settings() {
+    let defaults = settings(&[]).unwrap().pool_config();
+    assert_eq!(defaults.max_connections, 10);
+    assert_eq!(defaults.acquire_timeout, Duration::from_secs(5));
+
+    let set = settings(&[
+        ("DATABASE_POOL_SIZE", "2"),
+        ("DATABASE_ACQUIRE_TIMEOUT", "1"),
+    ])
+    .unwrap()
+    .pool_config();
+    assert_eq!(set.max_connections, 2);
+    assert_eq!(set.acquire_timeout, Duration::from_secs(1));
+
+    for size in ["0", "1001", "ten"] {
+        let err = settings(&[("DATABASE_POOL_SIZE", size)]).unwrap_err();
+        assert_eq!(err.name, "DATABASE_POOL_SIZE");
+        assert!(err.to_string().contains("an integer from 1 to 1000"), "{err}");
+    }
+    let err = settings(&[("DATABASE_ACQUIRE_TIMEOUT", "0")]).unwrap_err();
+    assert_eq!(err.name, "DATABASE_ACQUIRE_TIMEOUT");
+}
