@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Center, StoredKey};
+use super::{Center, CenterAuth, StoredKey};
 use crate::keys::KeyHash;
 
 /// A `centers` row as both backends return it.
@@ -40,24 +40,48 @@ impl From<CenterRow> for Center {
     }
 }
 
+/// A center joined with one of its keys, or with none.
+#[derive(Debug, sqlx::FromRow)]
+pub struct CenterKeyRow {
+    pub id: i32,
+    pub code: String,
+    pub name: String,
+    pub is_active: i32,
+    pub key_hash: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl CenterKeyRow {
+    /// Builds the center from its rows; no rows means no such center. A hash
+    /// that is not valid hex (hand-edited data) is skipped, so it never matches.
+    pub fn into_center(rows: Vec<CenterKeyRow>) -> Option<CenterAuth> {
+        let keys = rows
+            .iter()
+            .filter_map(|row| {
+                Some(StoredKey {
+                    hash: KeyHash::from_hex(row.key_hash.as_deref()?)?,
+                    expires_at: row.expires_at,
+                })
+            })
+            .collect();
+        let first = rows.into_iter().next()?;
+        Some(CenterAuth {
+            id: first.id,
+            code: first.code,
+            name: first.name,
+            is_active: first.is_active != 0,
+            keys,
+        })
+    }
+}
+
 /// A `center_api_keys` row.
 #[derive(Debug, sqlx::FromRow)]
 pub struct KeyRow {
     pub id: i64,
     #[sqlx(default)]
     pub center_id: i32,
-    pub key_hash: String,
     pub expires_at: Option<DateTime<Utc>>,
-}
-
-impl KeyRow {
-    /// Converts the row to a stored key. A hash that is not valid hex (hand-edited data) is skipped, so it never matches.
-    pub fn stored_key(&self) -> Option<StoredKey> {
-        Some(StoredKey {
-            hash: KeyHash::from_hex(&self.key_hash)?,
-            expires_at: self.expires_at,
-        })
-    }
 }
 
 macro_rules! impl_store {
@@ -117,27 +141,15 @@ macro_rules! impl_store {
                 &self,
                 code: &str,
             ) -> $crate::store::StoreResult<Option<$crate::store::CenterAuth>> {
-                use $crate::store::shared::{CenterRow, KeyRow};
-                use $crate::store::sql;
+                use $crate::store::shared::CenterKeyRow;
 
-                let Some(row) = sqlx::query_as::<_, CenterRow>(sql::FIND_CENTER)
+                // One round trip: the center's row once per key, or once with
+                // no key.
+                let rows = sqlx::query_as::<_, CenterKeyRow>($crate::store::sql::CENTER_WITH_KEYS)
                     .bind(code)
-                    .fetch_optional(&self.pool)
-                    .await?
-                else {
-                    return Ok(None);
-                };
-                let keys = sqlx::query_as::<_, KeyRow>(sql::CENTER_KEYS)
-                    .bind(row.id)
                     .fetch_all(&self.pool)
                     .await?;
-                Ok(Some($crate::store::CenterAuth {
-                    id: row.id,
-                    code: row.code,
-                    name: row.name,
-                    is_active: row.is_active != 0,
-                    keys: keys.iter().filter_map(KeyRow::stored_key).collect(),
-                }))
+                Ok(CenterKeyRow::into_center(rows))
             }
 
             async fn upsert_center(

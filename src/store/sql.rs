@@ -6,6 +6,12 @@ pub const FIND_CENTER: &str =
     "SELECT id, code, name, city, country, is_active, registered_at, last_sync_at \
      FROM centers WHERE code = $1";
 
+/// A center by its exact code, once per key; a center without keys comes
+/// once with null key columns.
+pub const CENTER_WITH_KEYS: &str =
+    "SELECT c.id, c.code, c.name, c.is_active, k.key_hash, k.expires_at \
+     FROM centers c LEFT JOIN center_api_keys k ON k.center_id = c.id WHERE c.code = $1";
+
 pub const CENTER_KEYS: &str =
     "SELECT id, key_hash, expires_at FROM center_api_keys WHERE center_id = $1";
 
