@@ -65,7 +65,8 @@ pub enum CentersCommand {
     Activate { code: String },
 }
 
-/// Opens the configured store and applies migrations.
+/// Opens the configured store and applies migrations, over
+/// `DATABASE_DIRECT_URL` when it is set.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     let store = store::connect_with(&settings.database_url, settings.pool_config())
         .await
@@ -75,7 +76,22 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<dy
             tracing::info!(path = %path.display(), "using the embedded SQLite database");
         }
     }
-    store.migrate().await.context("database migration failed")?;
+    match &settings.database_direct_url {
+        Some(direct_url) => {
+            // One connection is enough to migrate; it closes right after.
+            let pool = store::PoolConfig {
+                max_connections: 1,
+                ..settings.pool_config()
+            };
+            let direct = store::connect_with(&DatabaseUrl::Postgres(direct_url.clone()), pool)
+                .await
+                .context("cannot connect to DATABASE_DIRECT_URL")?;
+            let migrated = direct.migrate().await;
+            direct.close().await;
+            migrated.context("database migration over DATABASE_DIRECT_URL failed")?;
+        }
+        None => store.migrate().await.context("database migration failed")?,
+    }
     Ok(store)
 }
 

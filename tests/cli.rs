@@ -392,3 +392,62 @@ async fn unsupported_database_stops_start() {
         "the password is shown: {stderr}"
     );
 }
+
+/// Migrations run over `DATABASE_DIRECT_URL` when it is set: here
+/// `DATABASE_URL` names a role that may not create tables, as an
+/// application role behind a pooler often is.
+#[tokio::test]
+async fn migrate_uses_direct_url() {
+    let Some(server_url) = common::postgres_url() else {
+        return;
+    };
+    let db = TestDb::create(Backend::Postgres).await;
+    let TestDb::Postgres { name, .. } = &db else {
+        unreachable!("a PostgreSQL database was asked for")
+    };
+    let role = format!("{name}_app");
+    db.execute(&format!("CREATE ROLE {role} LOGIN"), &[]).await;
+    let app_url =
+        common::database_url(&server_url, name).replacen("postgres@", &format!("{role}@"), 1);
+    assert!(app_url.contains(&role), "the URL names the role: {app_url}");
+    let binary = Binary::new(&app_url);
+
+    let without_direct = binary.run(&["migrate"]).await;
+    let with_direct = binary
+        .run_with(
+            &[
+                ("DATABASE_URL", &app_url),
+                ("DATABASE_DIRECT_URL", db.url()),
+            ],
+            &["migrate"],
+        )
+        .await;
+
+    assert!(
+        !without_direct.status.success(),
+        "the application role cannot create tables"
+    );
+    assert!(with_direct.status.success(), "{}", all_output(&with_direct));
+    let applied = db
+        .scalar("SELECT COUNT(*) FROM _sqlx_migrations", &[])
+        .await;
+    assert!(applied >= 2, "{applied} migrations applied");
+    db.execute(&format!("DROP OWNED BY {role}"), &[]).await;
+    db.execute(&format!("DROP ROLE {role}"), &[]).await;
+}
+
+#[tokio::test]
+async fn direct_url_needs_postgres() {
+    let output = start_with(
+        "DATABASE_DIRECT_URL",
+        "postgres://kpi:hunter2@127.0.0.1/kpi",
+    )
+    .await;
+
+    assert_one_line_naming(&output, "DATABASE_DIRECT_URL");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is shown: {stderr}"
+    );
+}

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use parse::parse_quota;
 use parse::{
-    parse_bool, parse_count, parse_database_url, parse_environment, parse_header_name, parse_host,
+    parse_bool, parse_count, parse_database_url, parse_direct_url, parse_environment, parse_header_name, parse_host,
     parse_log_level, parse_origins, parse_port, parse_port_named, parse_proxies, parse_seconds,
     quota_text,
 };
@@ -115,6 +115,9 @@ pub struct Settings {
     pub database_pool_size: u32,
     /// How long a request waits for a free connection before it gets 503.
     pub database_acquire_timeout: Duration,
+    /// A URL of the same PostgreSQL database without a pooler in between,
+    /// for migrations, which hold a session lock while they run.
+    pub database_direct_url: Option<String>,
 }
 
 /// An invalid setting: which variable, what is wrong and what is accepted.
@@ -188,8 +191,11 @@ impl Settings {
             get("RATE_LIMIT_CENTER_EVENTS"),
             &quota_text(rate_limit_events),
         )?;
+        let database_url = parse_database_url(get("DATABASE_URL"))?;
+        let database_direct_url = parse_direct_url(get("DATABASE_DIRECT_URL"), &database_url)?;
         let settings = Settings {
-            database_url: parse_database_url(get("DATABASE_URL"))?,
+            database_url,
+            database_direct_url,
             host: parse_host(get("HOST"))?,
             port: parse_port(get("PORT"))?,
             environment,

@@ -45,6 +45,36 @@ pub fn parse_database_url(value: Option<String>) -> Result<DatabaseUrl, Settings
     }
 }
 
+/// Parses `DATABASE_DIRECT_URL`: a PostgreSQL URL, allowed only when
+/// `DATABASE_URL` is one too.
+pub fn parse_direct_url(
+    value: Option<String>,
+    database_url: &DatabaseUrl,
+) -> Result<Option<String>, SettingsError> {
+    const EXPECTED: &str = "the postgres:// URL of the same database without a pooler in between";
+    let Some(url) = value else {
+        return Ok(None);
+    };
+    let scheme = url
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("postgres" | "postgresql")) {
+        return Err(SettingsError::secret(
+            "DATABASE_DIRECT_URL",
+            "not a PostgreSQL URL",
+            EXPECTED,
+        ));
+    }
+    if !matches!(database_url, DatabaseUrl::Postgres(_)) {
+        return Err(SettingsError::secret(
+            "DATABASE_DIRECT_URL",
+            "set while DATABASE_URL is not a PostgreSQL URL",
+            "no DATABASE_DIRECT_URL with SQLite",
+        ));
+    }
+    Ok(Some(url))
+}
+
 pub fn parse_host(value: Option<String>) -> Result<IpAddr, SettingsError> {
     let Some(text) = value else {
         return Ok(IpAddr::from([127, 0, 0, 1]));
