@@ -36,10 +36,14 @@ pub struct EventWriter {
 
 impl EventWriter {
     /// Starts the writer task; it ends once every handle is dropped and the
-    /// queue is empty.
-    pub fn spawn(store: Arc<dyn Store>, group_sizes: prometheus::Histogram) -> Self {
+    /// queue is empty. A group still unwritten after `timeout` fails.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        group_sizes: prometheus::Histogram,
+        timeout: Duration,
+    ) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(write_groups(store, receiver, group_sizes));
+        tokio::spawn(write_groups(store, receiver, group_sizes, timeout));
         Self { queue }
     }
 
@@ -59,12 +63,20 @@ async fn write_groups(
     store: Arc<dyn Store>,
     mut receiver: mpsc::Receiver<(EventWrite, Reply)>,
     group_sizes: prometheus::Histogram,
+    timeout: Duration,
 ) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
     while receiver.recv_many(&mut jobs, MAX_GROUP).await > 0 {
         let (events, replies): (Vec<EventWrite>, Vec<Reply>) = jobs.drain(..).unzip();
         group_sizes.observe(events.len() as f64);
-        match write_group(store.as_ref(), &events).await {
+        // A connection whose peer vanished without a reset can wait forever,
+        // and every later event waits behind it, so the group gives up. Its
+        // commit may still have happened: a client retry with the same event
+        // id then counts nothing.
+        let written = tokio::time::timeout(timeout, write_group(store.as_ref(), &events))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::GroupTimedOut(timeout)));
+        match written {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // A request that gave up has dropped its receiver; its

@@ -78,7 +78,11 @@ impl AppState {
         );
         let metrics = Arc::new(Metrics::new());
         metrics.register_store(store.as_ref());
-        let events = EventWriter::spawn(store.clone(), metrics.event_group_sizes.clone());
+        let events = EventWriter::spawn(
+            store.clone(),
+            metrics.event_group_sizes.clone(),
+            settings.request_timeout,
+        );
         Arc::new(AppState {
             events,
             store,

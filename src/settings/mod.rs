@@ -11,9 +11,9 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use parse::parse_quota;
 use parse::{
-    parse_bool, parse_count, parse_database_url, parse_direct_url, parse_environment, parse_header_name, parse_host,
-    parse_log_level, parse_origins, parse_port, parse_port_named, parse_proxies, parse_seconds,
-    quota_text,
+    parse_bool, parse_count, parse_database_url, parse_direct_url, parse_environment,
+    parse_header_name, parse_host, parse_log_level, parse_origins, parse_port, parse_port_named,
+    parse_proxies, parse_seconds, quota_text,
 };
 
 mod parse;

@@ -281,7 +281,10 @@ fn database_pool_settings() {
     for size in ["0", "1001", "ten"] {
         let err = settings(&[("DATABASE_POOL_SIZE", size)]).unwrap_err();
         assert_eq!(err.name, "DATABASE_POOL_SIZE");
-        assert!(err.to_string().contains("an integer from 1 to 1000"), "{err}");
+        assert!(
+            err.to_string().contains("an integer from 1 to 1000"),
+            "{err}"
+        );
     }
     let err = settings(&[("DATABASE_ACQUIRE_TIMEOUT", "0")]).unwrap_err();
     assert_eq!(err.name, "DATABASE_ACQUIRE_TIMEOUT");

@@ -37,6 +37,9 @@ pub enum StoreError {
     /// shares this error.
     #[error("event group failed: {0}")]
     Group(Arc<StoreError>),
+    /// A group of events was not written in time; it may have been stored.
+    #[error("event group not written within {0:?}")]
+    GroupTimedOut(std::time::Duration),
 }
 
 impl StoreError {

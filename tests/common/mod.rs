@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Once};
