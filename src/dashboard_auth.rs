@@ -100,12 +100,12 @@ impl FromRequestParts<SharedState> for Administrator {
         state: &SharedState,
     ) -> Result<Self, Self::Rejection> {
         let Ok(ClientIp(client_ip)) = ClientIp::from_request_parts(parts, state).await;
-        check_auth_throttle(state, client_ip)?;
+        check_auth_throttle(state, client_ip).await?;
         match state.dashboard.verify(&parts.headers) {
             Outcome::Valid => Ok(Administrator),
             Outcome::Missing => Err(ApiError::DashboardUnauthorized),
             Outcome::Wrong => {
-                state.limits.auth_failures.record(client_ip);
+                state.limits.record_auth_failure(client_ip).await;
                 tracing::warn!(client_ip = %client_ip, "dashboard authentication failed");
                 Err(ApiError::DashboardUnauthorized)
             }

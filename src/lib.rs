@@ -114,7 +114,7 @@ pub async fn serve(
     state: SharedState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let cleanup = Limits::spawn_cleanup(state.limits.clone());
+    let limits_maintenance = Limits::spawn_maintenance(state.limits.clone());
     let purge = event_writer::spawn_id_purge(state.store.clone());
     // Paths are normalized before routing, so `/kpi/submit/` reaches `/kpi/submit`.
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
@@ -127,7 +127,7 @@ pub async fn serve(
     let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
-    cleanup.abort();
+    limits_maintenance.abort();
     purge.abort();
     served
 }

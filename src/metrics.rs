@@ -1,6 +1,6 @@
 //! Prometheus metrics: requests by route template and status, latency,
-//! rate-limit refusals by group, the database pool, and what each center
-//! sent. Served at `/metrics` behind the dashboard credentials, or without
+//! rate-limit refusals by group, the database pool, Redis failures, and what
+//! each center sent. Served at `/metrics` behind the dashboard credentials, or without
 //! them on `METRICS_PORT` when that is set.
 
 use std::time::Instant;
@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::dashboard_auth::Administrator;
@@ -37,6 +37,10 @@ pub struct Metrics {
     events: IntCounterVec,
     repeated_events: IntCounterVec,
     pool: IntGaugeVec,
+    redis_errors: IntCounterVec,
+    /// 1 while the shared rate limits reach Redis and 0 after a failed call.
+    /// Registered only when `REDIS_URL` is set.
+    redis_up: IntGauge,
     /// Events written per group-commit transaction.
     pub event_group_sizes: Histogram,
 }
@@ -119,6 +123,17 @@ impl Metrics {
                 "Events not counted because their id was accepted before",
                 &["center_code"],
             ),
+            redis_errors: counter(
+                &registry,
+                "kpi_redis_errors_total",
+                "Redis calls of the shared rate limits that failed or timed out, readiness checks included",
+                &["reason"],
+            ),
+            redis_up: IntGauge::new(
+                "kpi_redis_up",
+                "1 while the shared rate limits reach Redis, 0 after a failed call",
+            )
+            .expect("valid gauge options"),
             latency,
             pool,
             event_group_sizes,
@@ -131,6 +146,23 @@ impl Metrics {
         if let Err(err) = self.registry.register(Box::new(store.begin_wait())) {
             tracing::warn!(error = %err, "cannot register the database metrics");
         }
+    }
+
+    /// Adds `kpi_redis_up`, once, when the rate limits are shared through Redis.
+    pub fn register_redis(&self) {
+        if let Err(err) = self.registry.register(Box::new(self.redis_up.clone())) {
+            tracing::warn!(error = %err, "failed to register the Redis metrics");
+        }
+    }
+
+    /// Counts a failed Redis call, where `reason` is `timeout` or `error`.
+    pub fn redis_failed(&self, reason: &str) {
+        self.redis_errors.with_label_values(&[reason]).inc();
+        self.redis_up.set(0);
+    }
+
+    pub fn redis_reached(&self) {
+        self.redis_up.set(1);
     }
 
     pub fn rate_limited(&self, group: &str) {

@@ -144,6 +144,18 @@ both_backends!(
     }
 );
 
+both_backends!(health_quota_is_a_setting, |backend: Backend| async move {
+    let app = TestApp::spawn_with(backend, &[("RATE_LIMIT_HEALTH", "3/minute")]).await;
+
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(app.send(Method::GET, "/health", None, None).await.0);
+    }
+
+    assert_eq!(statuses[..3], [StatusCode::OK; 3], "{statuses:?}");
+    assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS);
+});
+
 both_backends!(
     forged_forwarded_header_ignored,
     |backend: Backend| async move {

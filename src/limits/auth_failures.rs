@@ -39,8 +39,9 @@ impl AuthFailures {
         (window.failures >= MAX_FAILURES && elapsed < WINDOW).then(|| WINDOW - elapsed)
     }
 
-    /// Counts a failed attempt; logs once per window when `ip` becomes blocked.
-    pub fn record(&self, ip: IpAddr) {
+    /// Counts a failed attempt and returns the number of failures of `ip`'s
+    /// bucket in its current window.
+    pub fn record(&self, ip: IpAddr) -> u32 {
         let ip = bucket(ip);
         let mut windows = self
             .windows
@@ -58,13 +59,7 @@ impl AuthFailures {
             };
         }
         window.failures += 1;
-        if window.failures == MAX_FAILURES {
-            tracing::warn!(
-                client_ip = %ip,
-                failures = MAX_FAILURES,
-                "too many failed authentication attempts; further attempts get 429 for the rest of the minute"
-            );
-        }
+        window.failures
     }
 
     /// Drops windows that are over, so that memory follows recent traffic only.

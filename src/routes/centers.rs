@@ -163,7 +163,7 @@ async fn delete_center_data(
     check_code(&code)?;
     tracing::Span::current().record("center_code", code.as_str());
     let not_found = || ApiError::NotFound(format!("Center {code} not found or invalid API key"));
-    super::check_auth_throttle(&state, client_ip)?;
+    super::check_auth_throttle(&state, client_ip).await?;
     let presented = PresentedKey::from_request(&headers, None);
     let caller = match auth::authenticate(
         state.store.as_ref(),
@@ -179,7 +179,7 @@ async fn delete_center_data(
             return Err(super::unauthorized(AuthFailure::MissingKey, INVALID_DETAIL));
         }
         Err(AuthError::Failed(failure)) => {
-            state.limits.auth_failures.record(client_ip);
+            state.limits.record_auth_failure(client_ip).await;
             auth::log_failure(failure, &code, client_ip);
             return Err(not_found());
         }
@@ -192,7 +192,7 @@ async fn delete_center_data(
         tracing::warn!(center_code = ?code, client_ip = %client_ip, "data deletion for an inactive center");
         return Err(not_found());
     }
-    state.limits.check_center(Group::Submit, &code)?;
+    state.limits.check_center(Group::Submit, &code).await?;
     let (store, center_id) = (state.store.clone(), center.id);
     let deleted = super::complete(async move { store.delete_center_data(center_id).await }).await?;
     let total: u64 = deleted.iter().map(|(_, rows)| rows).sum();

@@ -1,6 +1,6 @@
 //! Probes and service information: `GET /health` (liveness, no database),
-//! `GET /health/ready` (the database responds within a second) and
-//! `GET /api/docs-info`.
+//! `GET /health/ready` (the database responds within a second, and with
+//! `REDIS_URL` Redis is checked too) and `GET /api/docs-info`.
 
 use std::time::Duration;
 
@@ -21,6 +21,9 @@ use crate::SharedState;
 /// quickly even when the database hangs, so this is far below the pool's
 /// acquire timeout.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long readiness waits for Redis.
+const REDIS_READY_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub fn router() -> Router<SharedState> {
     Router::new()
@@ -78,6 +81,11 @@ pub enum ReadinessStatus {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadinessChecks {
     database: CheckStatus,
+    /// Present when `REDIS_URL` is set. `error` leaves the service ready,
+    /// because the rate limits then fall back to each replica's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false, nullable = false)]
+    redis: Option<CheckStatus>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -128,26 +136,39 @@ async fn health(State(state): State<SharedState>) -> Json<Health> {
     })
 }
 
-/// Reports whether the database responds within a second.
+/// Reports whether the database responds within a second, and whether Redis
+/// responds when it is configured.
 #[utoipa::path(
     get,
     path = "/health/ready",
     tag = "health",
     responses(
-        (status = 200, description = "The database responded", body = Readiness),
+        (status = 200, description = "The database responded; a Redis failure shows only in `checks.redis`", body = Readiness),
         (status = 429, description = "Health rate limit exceeded", body = ProblemDocument, content_type = "application/problem+json"),
         (status = 503, description = "The database query failed or timed out", body = Readiness),
     )
 )]
 async fn ready(State(state): State<SharedState>) -> (StatusCode, Json<Readiness>) {
-    let database = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err(format!(
-            "no response within {} ms",
-            READY_TIMEOUT.as_millis()
-        )),
+    let database = async {
+        match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err(format!(
+                "no response within {} ms",
+                READY_TIMEOUT.as_millis()
+            )),
+        }
     };
+    // A failed Redis check is logged by the limiter, at most once a minute.
+    let redis = state.limits.redis_reachable(REDIS_READY_TIMEOUT);
+    let (database, redis) = tokio::join!(database, redis);
+    let redis = redis.map(|reachable| {
+        if reachable {
+            CheckStatus::Ok
+        } else {
+            CheckStatus::Error
+        }
+    });
     let settings = &state.settings;
     let (status, ready, database) = match database {
         Ok(()) => (StatusCode::OK, ReadinessStatus::Ready, CheckStatus::Ok),
@@ -164,7 +185,7 @@ async fn ready(State(state): State<SharedState>) -> (StatusCode, Json<Readiness>
         status: ready,
         service: settings.app_title.clone(),
         version: settings.app_version.clone(),
-        checks: ReadinessChecks { database },
+        checks: ReadinessChecks { database, redis },
     };
     (status, Json(body))
 }

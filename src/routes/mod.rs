@@ -24,16 +24,16 @@ use crate::SharedState;
 /// Builds every route, each group behind its own per-IP rate limit.
 pub fn router(state: &SharedState) -> Router<SharedState> {
     let limits = &state.limits;
-    let writes = submit::router()
-        .merge(centers::router())
-        .layer(limits.layer(Group::Submit));
-    let events = events::router().layer(limits.layer(Group::Events));
-    let reads = reads::router()
-        .merge(dashboard::router())
-        .merge(crate::openapi::router(&state.settings))
-        .merge(crate::metrics::router(state))
-        .layer(limits.layer(Group::Dashboard));
-    let probes = health::router().layer(limits.layer(Group::Health));
+    let writes = limits.limit_ip(Group::Submit, submit::router().merge(centers::router()));
+    let events = limits.limit_ip(Group::Events, events::router());
+    let reads = limits.limit_ip(
+        Group::Dashboard,
+        reads::router()
+            .merge(dashboard::router())
+            .merge(crate::openapi::router(&state.settings))
+            .merge(crate::metrics::router(state)),
+    );
+    let probes = limits.limit_ip(Group::Health, health::router());
     Router::new()
         .merge(writes)
         .merge(events)
@@ -62,8 +62,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 }
 
 /// Rejects a client that failed authentication too often this minute.
-pub fn check_auth_throttle(state: &SharedState, client_ip: IpAddr) -> Result<(), ApiError> {
-    match state.limits.auth_failures.blocked_for(client_ip) {
+pub async fn check_auth_throttle(state: &SharedState, client_ip: IpAddr) -> Result<(), ApiError> {
+    match state.limits.auth_blocked_for(client_ip).await {
         Some(wait) => {
             state.metrics.rate_limited("auth_failures");
             Err(ApiError::RateLimited {
@@ -88,7 +88,7 @@ pub async fn authenticate_write(
     invalid_detail: &str,
 ) -> Result<Caller, ApiError> {
     tracing::Span::current().record("center_code", code);
-    check_auth_throttle(state, client_ip)?;
+    check_auth_throttle(state, client_ip).await?;
     let presented = PresentedKey::from_request(headers, body_key);
     match auth::authenticate(
         state.store.as_ref(),
@@ -102,13 +102,13 @@ pub async fn authenticate_write(
             if presented.is_some_and(|key| key.from_body) {
                 state.body_key_warnings.warn(code);
             }
-            state.limits.check_center(group, code)?;
+            state.limits.check_center(group, code).await?;
             Ok(caller)
         }
         Err(AuthError::Store(err)) => Err(err.into()),
         Err(AuthError::Failed(failure)) => {
             if failure != AuthFailure::MissingKey {
-                state.limits.auth_failures.record(client_ip);
+                state.limits.record_auth_failure(client_ip).await;
             }
             auth::log_failure(failure, code, client_ip);
             Err(unauthorized(failure, invalid_detail))

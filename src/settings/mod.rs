@@ -13,7 +13,7 @@ pub use parse::parse_quota;
 use parse::{
     parse_bool, parse_count, parse_database_url, parse_direct_url, parse_environment,
     parse_header_name, parse_host, parse_log_level, parse_origins, parse_port, parse_port_named,
-    parse_proxies, parse_seconds, quota_text,
+    parse_proxies, parse_redis_key_prefix, parse_redis_url, parse_seconds, quota_text,
 };
 
 mod parse;
@@ -98,6 +98,8 @@ pub struct Settings {
     pub rate_limit_submit: Quota,
     pub rate_limit_events: Quota,
     pub rate_limit_dashboard: Quota,
+    /// The per-IP quota of `/health` and `/health/ready`.
+    pub rate_limit_health: Quota,
     pub rate_limit_center_submit: Quota,
     pub rate_limit_center_events: Quota,
     pub sentry_dsn: Option<SecretString>,
@@ -118,6 +120,12 @@ pub struct Settings {
     /// A URL of the same PostgreSQL database without a pooler in between,
     /// for migrations, which hold a session lock while they run.
     pub database_direct_url: Option<String>,
+    /// The Redis server that shares every rate limit between replicas, a
+    /// `redis://` or `rediss://` URL. Unset: the limits live in this process.
+    pub redis_url: Option<SecretString>,
+    /// The prefix of every Redis key the service writes, so that several
+    /// deployments can share one Redis.
+    pub redis_key_prefix: String,
 }
 
 /// An invalid setting: which variable, what is wrong and what is accepted.
@@ -211,6 +219,11 @@ impl Settings {
             rate_limit_submit,
             rate_limit_events,
             rate_limit_dashboard,
+            rate_limit_health: parse_quota(
+                "RATE_LIMIT_HEALTH",
+                get("RATE_LIMIT_HEALTH"),
+                "60/minute",
+            )?,
             rate_limit_center_submit,
             rate_limit_center_events,
             sentry_dsn: get("SENTRY_DSN").map(SecretString::from),
@@ -233,6 +246,8 @@ impl Settings {
                 get("DATABASE_ACQUIRE_TIMEOUT"),
                 5,
             )?,
+            redis_url: parse_redis_url(get("REDIS_URL"))?,
+            redis_key_prefix: parse_redis_key_prefix(get("REDIS_KEY_PREFIX"))?,
         };
         settings.check_production()?;
         Ok(settings)

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use secrecy::SecretString;
 
 use super::{AllowedOrigins, DatabaseUrl, Environment, Quota, SettingsError, DEFAULT_SQLITE_FILE};
 
@@ -73,6 +74,52 @@ pub fn parse_direct_url(
         ));
     }
     Ok(Some(url))
+}
+
+/// Parses `REDIS_URL`: a `redis://` or `rediss://` URL that the Redis client
+/// accepts. Errors never echo the URL, because it may carry a password.
+pub fn parse_redis_url(value: Option<String>) -> Result<Option<SecretString>, SettingsError> {
+    const EXPECTED: &str = "a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0";
+    let Some(url) = value else {
+        return Ok(None);
+    };
+    let scheme = url
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("redis" | "rediss") => {}
+        Some(other) => {
+            let problem = format!("unsupported scheme {other:?}");
+            return Err(SettingsError::secret("REDIS_URL", problem, EXPECTED));
+        }
+        None => return Err(SettingsError::secret("REDIS_URL", "not a URL", EXPECTED)),
+    }
+    if redis::Client::open(url.as_str()).is_err() {
+        return Err(SettingsError::secret(
+            "REDIS_URL",
+            "not a valid Redis URL",
+            EXPECTED,
+        ));
+    }
+    Ok(Some(SecretString::from(url)))
+}
+
+/// Parses `REDIS_KEY_PREFIX` (default `kpi:`), which takes up to 64 visible
+/// ASCII characters.
+pub fn parse_redis_key_prefix(value: Option<String>) -> Result<String, SettingsError> {
+    const EXPECTED: &str = "1 to 64 visible ASCII characters, such as kpi: or kpi-staging:";
+    let Some(prefix) = value else {
+        return Ok("kpi:".to_owned());
+    };
+    if prefix.len() > 64 || !prefix.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(SettingsError::new(
+            "REDIS_KEY_PREFIX",
+            &prefix,
+            "too long or not visible ASCII",
+            EXPECTED,
+        ));
+    }
+    Ok(prefix)
 }
 
 pub fn parse_host(value: Option<String>) -> Result<IpAddr, SettingsError> {

@@ -289,3 +289,49 @@ fn database_pool_settings() {
     let err = settings(&[("DATABASE_ACQUIRE_TIMEOUT", "0")]).unwrap_err();
     assert_eq!(err.name, "DATABASE_ACQUIRE_TIMEOUT");
 }
+
+#[test]
+fn redis_url_accepts_redis_schemes() {
+    let unset = settings(&[]).unwrap();
+    assert!(unset.redis_url.is_none());
+    assert_eq!(unset.redis_key_prefix, "kpi:");
+
+    for url in [
+        "redis://127.0.0.1:6379/0",
+        "rediss://default:hunter2@cache.example:6380",
+    ] {
+        let set = settings(&[("REDIS_URL", url)]).unwrap();
+        assert_eq!(set.redis_url.unwrap().expose_secret(), url);
+    }
+    let prefixed = settings(&[("REDIS_KEY_PREFIX", "kpi-staging:")]).unwrap();
+    assert_eq!(prefixed.redis_key_prefix, "kpi-staging:");
+}
+
+#[test]
+fn redis_url_never_echoed() {
+    let cases = [
+        (
+            "http://user:hunter2@cache:6379",
+            "unsupported scheme \"http\"",
+        ),
+        ("user:hunter2@cache:6379", "not a URL"),
+        ("redis://user:hunter2@cache:port", "not a valid Redis URL"),
+    ];
+    for (url, problem) in cases {
+        let err = settings(&[("REDIS_URL", url)]).unwrap_err();
+        assert_eq!(err.name, "REDIS_URL");
+        assert!(err.to_string().contains(problem), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+    let set = settings(&[("REDIS_URL", "redis://user:hunter2@cache:6379")]).unwrap();
+    let shown = format!("{set:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[test]
+fn redis_key_prefix_rejects_spaces() {
+    for prefix in ["kpi prod:", &"k".repeat(65)] {
+        let err = settings(&[("REDIS_KEY_PREFIX", prefix)]).unwrap_err();
+        assert_eq!(err.name, "REDIS_KEY_PREFIX");
+    }
+}
