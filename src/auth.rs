@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use chrono::Utc;
 
+use crate::center_cache::CenterCache;
 use crate::keys::KeyHash;
 use crate::store::{CenterAuth, Store, StoreError};
 
@@ -102,13 +103,14 @@ impl From<StoreError> for AuthError {
 /// Checks `presented` against the center `code` and the master key.
 pub async fn authenticate(
     store: &dyn Store,
+    centers: &CenterCache,
     master: Option<&KeyHash>,
     code: &str,
     presented: Option<PresentedKey>,
 ) -> Result<Caller, AuthError> {
     let presented = presented.ok_or(AuthError::Failed(AuthFailure::MissingKey))?;
     let is_master = master.is_some_and(|master| master.matches(&presented.hash));
-    let Some(center) = store.find_center(code).await? else {
+    let Some(center) = centers.find(store, code).await? else {
         return if is_master {
             Ok(Caller::MasterForUnknownCenter)
         } else {

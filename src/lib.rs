@@ -6,6 +6,7 @@
 //! port 0.
 
 pub mod auth;
+pub mod center_cache;
 pub mod cli;
 pub mod client_ip;
 pub mod dashboard_auth;
@@ -38,6 +39,7 @@ use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
 
 use crate::auth::BodyKeyWarnings;
+use crate::center_cache::CenterCache;
 use crate::client_ip::ClientIpResolver;
 use crate::dashboard_auth::DashboardCredentials;
 use crate::error::ApiError;
@@ -63,6 +65,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub client_ip: Arc<ClientIpResolver>,
     pub events: EventWriter,
+    /// Active centers read by authentication, kept for a second.
+    pub centers: CenterCache,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -85,6 +89,7 @@ impl AppState {
         );
         Arc::new(AppState {
             events,
+            centers: CenterCache::default(),
             store,
             master_key,
             body_key_warnings: BodyKeyWarnings::default(),

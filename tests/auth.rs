@@ -200,6 +200,9 @@ both_backends!(rotated_key_has_grace, |backend: Backend| async move {
         .rotate_key("HVC", &newest_key, Utc::now())
         .await
         .unwrap();
+    // A change made outside the service's API applies within the center
+    // cache's lifetime.
+    tokio::time::sleep(kpi_service::center_cache::TTL).await;
 
     let (old_after, body) = app.post("/kpi/submit", Some(&old), &submit("HVC")).await;
     let (new_after, _) = app.post("/kpi/submit", Some(&new), &submit("HVC")).await;

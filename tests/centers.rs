@@ -368,3 +368,30 @@ both_backends!(
         );
     }
 );
+
+both_backends!(
+    deactivation_over_the_api_applies_at_once,
+    |backend: Backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let key = app.center_with_key("HVC", "Central").await;
+        let batch = json!({"center_code": "HVC", "date": day(0), "total_orders": 3});
+        let (before, _) = app.post("/kpi/submit", Some(&key), &batch).await;
+
+        let (status, _) = app
+            .put(
+                "/kpi/centers/HVC",
+                Some(MASTER_KEY),
+                &json!({"is_active": false}),
+            )
+            .await;
+        let (after, _) = app.post("/kpi/submit", Some(&key), &batch).await;
+
+        assert_eq!(before, StatusCode::CREATED);
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            after,
+            StatusCode::UNAUTHORIZED,
+            "the cached center was dropped"
+        );
+    }
+);

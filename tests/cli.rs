@@ -451,3 +451,19 @@ async fn direct_url_needs_postgres() {
         "the password is shown: {stderr}"
     );
 }
+
+both_backends!(
+    deactivation_elsewhere_applies_within_a_second,
+    |backend: Backend| async move {
+        let (app, binary) = service_and_binary(backend).await;
+        let key = add_center(&binary, "HVC").await;
+        let (before, _) = submit(&app, "HVC", &key).await;
+
+        binary.succeed(&["centers", "deactivate", "HVC"]).await;
+        tokio::time::sleep(kpi_service::center_cache::TTL + Duration::from_millis(100)).await;
+        let (after, _) = submit(&app, "HVC", &key).await;
+
+        assert_eq!(before, StatusCode::CREATED);
+        assert_eq!(after, StatusCode::UNAUTHORIZED);
+    }
+);

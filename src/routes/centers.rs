@@ -98,6 +98,9 @@ async fn update_center(
     check_code(&code)?;
     let body = body.map_or_else(|| Value::Object(Map::new()), |JsonObject(value)| value);
     let update: CenterUpdate = parse(&body).map_err(ApiError::Validation)?;
+    // Changes to a center, and deletions, authenticate against its current
+    // row, never a cached one that may predate a deactivation.
+    state.centers.forget(&code);
     let caller = authenticate_write(
         &state,
         &headers,
@@ -125,6 +128,7 @@ async fn update_center(
     let (store, target) = (state.store.clone(), code.clone());
     let center =
         super::complete(async move { store.upsert_center(&target, &changes).await }).await?;
+    state.centers.forget(&code);
     if matches!(caller, Caller::MasterForUnknownCenter) {
         tracing::info!(center_code = ?code, "center registered with the master key");
     } else {
@@ -164,9 +168,11 @@ async fn delete_center_data(
     tracing::Span::current().record("center_code", code.as_str());
     let not_found = || ApiError::NotFound(format!("Center {code} not found or invalid API key"));
     super::check_auth_throttle(&state, client_ip).await?;
+    state.centers.forget(&code);
     let presented = PresentedKey::from_request(&headers, None);
     let caller = match auth::authenticate(
         state.store.as_ref(),
+        &state.centers,
         state.master_key.as_ref(),
         &code,
         presented,

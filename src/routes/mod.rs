@@ -92,6 +92,7 @@ pub async fn authenticate_write(
     let presented = PresentedKey::from_request(headers, body_key);
     match auth::authenticate(
         state.store.as_ref(),
+        &state.centers,
         state.master_key.as_ref(),
         code,
         presented,
