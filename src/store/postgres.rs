@@ -56,11 +56,13 @@ impl PgStore {
         Ok(())
     }
 
-    async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
+    /// Starts a write transaction. PostgreSQL orders writers by row locks,
+    /// so unlike SQLite's, its writer lock is empty.
+    async fn begin_write(&self) -> StoreResult<((), Transaction<'static, Postgres>)> {
         let timer = self.begin_wait.start_timer();
         let transaction = self.pool.begin().await;
         timer.observe_duration();
-        Ok(transaction?)
+        Ok(((), transaction?))
     }
 
     /// Inserts the day's list rows with one `UNNEST` statement per table, so

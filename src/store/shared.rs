@@ -179,7 +179,7 @@ macro_rules! impl_store {
                 use $crate::store::sql;
 
                 let now = chrono::Utc::now();
-                let mut tx = self.begin_write().await?;
+                let (_writer, mut tx) = self.begin_write().await?;
                 let totals = batch.totals;
                 // The day row goes first: its row lock orders concurrent batches
                 // for one day, so that exactly one of them ends up stored whole.
@@ -264,7 +264,7 @@ macro_rules! impl_store {
                 use $crate::store::{sql, EventOutcome};
 
                 let now = chrono::Utc::now();
-                let mut tx = self.begin_write().await?;
+                let (_writer, mut tx) = self.begin_write().await?;
                 let mut registered = std::collections::HashMap::new();
                 for code in event_group::codes_to_register(events) {
                     let id = sqlx::query_scalar::<_, i32>(sql::REGISTER_CENTER)
@@ -324,7 +324,7 @@ macro_rules! impl_store {
                 &self,
                 center_id: i32,
             ) -> $crate::store::StoreResult<$crate::store::DeletedCounts> {
-                let mut tx = self.begin_write().await?;
+                let (_writer, mut tx) = self.begin_write().await?;
                 let mut deleted = Vec::new();
                 for table in $crate::store::DATA_TABLES {
                     let statement = format!("DELETE FROM {table} WHERE center_id = $1");
@@ -357,7 +357,7 @@ macro_rules! impl_store {
                 use $crate::store::sql;
 
                 let now = chrono::Utc::now();
-                let mut tx = self.begin_write().await?;
+                let (_writer, mut tx) = self.begin_write().await?;
                 let inserted =
                     sqlx::query_as::<_, $crate::store::shared::CenterRow>(sql::INSERT_CENTER)
                         .bind(code)
@@ -423,7 +423,7 @@ macro_rules! impl_store {
                 use $crate::store::sql;
 
                 let now = chrono::Utc::now();
-                let mut tx = self.begin_write().await?;
+                let (_writer, mut tx) = self.begin_write().await?;
                 let center = sqlx::query_as::<_, CenterRow>(sql::FIND_CENTER)
                     .bind(code)
                     .fetch_optional(&mut *tx)

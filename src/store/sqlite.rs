@@ -23,6 +23,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     begin_wait: prometheus::Histogram,
     last_sync: LastSync,
+    /// Held for each write transaction, so that writers queue here.
+    writer: tokio::sync::Mutex<()>,
 }
 
 impl SqliteStore {
@@ -42,6 +44,7 @@ impl SqliteStore {
             pool,
             begin_wait: super::begin_wait_histogram(),
             last_sync: LastSync::default(),
+            writer: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -64,11 +67,19 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+    /// Starts a write transaction, returned with this process's writer lock.
+    /// SQLite has one writer at a time, and a connection that finds the
+    /// database locked sleeps in growing steps before it tries again, so
+    /// writers that wait in SQLite can sleep long after the lock is free.
+    /// Waiting for the lock here wakes the next writer at once.
+    async fn begin_write(
+        &self,
+    ) -> StoreResult<(tokio::sync::MutexGuard<'_, ()>, Transaction<'static, Sqlite>)> {
         let timer = self.begin_wait.start_timer();
+        let writer = self.writer.lock().await;
         let transaction = self.pool.begin_with("BEGIN IMMEDIATE").await;
         timer.observe_duration();
-        Ok(transaction?)
+        Ok((writer, transaction?))
     }
 
     /// Inserts the day's list rows one statement each; the statements are
