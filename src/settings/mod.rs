@@ -164,6 +164,16 @@ impl SettingsError {
     }
 }
 
+/// The default pool size: SQLite writes one transaction at a time and each
+/// connection keeps a page cache of its own, so a few connections serve as
+/// well as many and take far less memory.
+fn default_pool_size(url: &DatabaseUrl) -> u32 {
+    match url {
+        DatabaseUrl::Postgres(_) => 10,
+        DatabaseUrl::Sqlite(_) => 4,
+    }
+}
+
 impl Settings {
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Self, SettingsError> {
@@ -202,7 +212,7 @@ impl Settings {
         let database_url = parse_database_url(get("DATABASE_URL"))?;
         let database_direct_url = parse_direct_url(get("DATABASE_DIRECT_URL"), &database_url)?;
         let settings = Settings {
-            database_url,
+            database_url: database_url.clone(),
             database_direct_url,
             host: parse_host(get("HOST"))?,
             port: parse_port(get("PORT"))?,
@@ -237,7 +247,7 @@ impl Settings {
             database_pool_size: parse_count(
                 "DATABASE_POOL_SIZE",
                 get("DATABASE_POOL_SIZE"),
-                10,
+                default_pool_size(&database_url),
                 1..=1000,
                 "an integer from 1 to 1000",
             )?,

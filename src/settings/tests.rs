@@ -266,8 +266,12 @@ fn quota_finer_than_a_nanosecond_rejected() {
 #[test]
 fn database_pool_settings() {
     let defaults = settings(&[]).unwrap().pool_config();
-    assert_eq!(defaults.max_connections, 10);
+    assert_eq!(defaults.max_connections, 4, "SQLite");
     assert_eq!(defaults.acquire_timeout, Duration::from_secs(5));
+    let postgres = settings(&[("DATABASE_URL", "postgres://kpi@127.0.0.1/kpi")])
+        .unwrap()
+        .pool_config();
+    assert_eq!(postgres.max_connections, 10, "PostgreSQL");
 
     let set = settings(&[
         ("DATABASE_POOL_SIZE", "2"),
