@@ -54,7 +54,9 @@ async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
 }
 
 impl JsonObject {
-    fn from_bytes(bytes: &[u8]) -> Result<Self, ApiError> {
+    /// Parses a request body that must be a JSON object, as the extractor
+    /// does after the content type and size checks. Public for the fuzz target.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ApiError> {
         let value: Value = serde_json::from_slice(bytes).map_err(|err| {
             ApiError::Validation(vec![FieldError::body(
                 format!("body is not valid JSON: {err}"),

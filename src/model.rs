@@ -4,7 +4,7 @@
 //! ones. Every integer goes through [`crate::lenient`] and is then checked to
 //! fit the 32-bit columns.
 
-use chrono::{DateTime, Days, FixedOffset, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, Days, FixedOffset, NaiveDate, NaiveDateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use validator::{Validate, ValidationError, ValidationErrors};
@@ -26,6 +26,17 @@ pub fn not_after_tomorrow(date: &NaiveDate) -> Result<(), ValidationError> {
         let message =
             format!("date {date} is in the future; the latest accepted date is {tomorrow}");
         return Err(ValidationError::new("date_in_future").with_message(message.into()));
+    }
+    Ok(())
+}
+
+/// Rejects a date before 0001-01-01. chrono also reads signed years, such as
+/// `-7972-12-03`, and PostgreSQL's `date` cannot store a date before
+/// 4714-11-24 BC, so without this check the write would fail in the database.
+pub fn not_before_year_one(date: &NaiveDate) -> Result<(), ValidationError> {
+    if date.year() < 1 {
+        let message = format!("date {date} is before the earliest accepted date, 0001-01-01");
+        return Err(ValidationError::new("date_too_early").with_message(message.into()));
     }
     Ok(())
 }
@@ -54,8 +65,11 @@ pub struct SubmitBody {
     #[serde(default)]
     #[schema(deprecated)]
     pub api_key: Option<String>,
-    /// The day the totals belong to, at most tomorrow in UTC.
-    #[validate(custom(function = "not_after_tomorrow"))]
+    /// The day the totals belong to, from 0001-01-01 to tomorrow in UTC.
+    #[validate(
+        custom(function = "not_before_year_one"),
+        custom(function = "not_after_tomorrow")
+    )]
     pub date: NaiveDate,
     #[serde(default, deserialize_with = "lenient::int_or_zero")]
     #[validate(range(min = 0, max = INT_MAX))]
@@ -345,9 +359,9 @@ pub struct EventBody {
     pub event_type: EventType,
     /// RFC 3339; a timestamp without an offset is taken as UTC. The event
     /// counts on the timestamp's calendar date in its own offset, which must
-    /// be at most tomorrow in UTC.
+    /// be from 0001-01-01 to tomorrow in UTC.
     #[serde(deserialize_with = "timestamp")]
-    #[validate(custom(function = "event_day_not_after_tomorrow"))]
+    #[validate(custom(function = "check_event_day"))]
     #[schema(example = "2025-11-17T22:30:00-04:00")]
     pub timestamp: DateTime<FixedOffset>,
     #[validate(nested)]
@@ -369,7 +383,10 @@ impl EventBody {
     }
 }
 
-fn event_day_not_after_tomorrow(timestamp: &DateTime<FixedOffset>) -> Result<(), ValidationError> {
+/// Checks the day an event counts on as a batch's date is checked. A
+/// timestamp without an offset may have a signed year, as in `-16704-12-03T22:30:00`.
+fn check_event_day(timestamp: &DateTime<FixedOffset>) -> Result<(), ValidationError> {
+    not_before_year_one(&timestamp.date_naive())?;
     not_after_tomorrow(&timestamp.date_naive())
 }
 
@@ -514,5 +531,16 @@ mod tests {
         assert!(not_after_tomorrow(&today).is_ok());
         assert!(not_after_tomorrow(&(today + Days::new(1))).is_ok());
         assert!(not_after_tomorrow(&(today + Days::new(2))).is_err());
+    }
+
+    #[test]
+    fn dates_before_year_one_are_rejected() {
+        let first = NaiveDate::from_ymd_opt(1, 1, 1).unwrap();
+        assert!(not_before_year_one(&first).is_ok());
+        assert!(not_before_year_one(&first.pred_opt().unwrap()).is_err());
+        let signed = NaiveDate::from_ymd_opt(-7972, 12, 3).unwrap();
+        assert!(not_before_year_one(&signed).is_err());
+        let signed_timestamp = parse_timestamp("-16704-12-03T22:30:00").unwrap();
+        assert!(check_event_day(&signed_timestamp).is_err());
     }
 }

@@ -74,7 +74,10 @@ impl SqliteStore {
     /// Waiting for the lock here wakes the next writer at once.
     async fn begin_write(
         &self,
-    ) -> StoreResult<(tokio::sync::MutexGuard<'_, ()>, Transaction<'static, Sqlite>)> {
+    ) -> StoreResult<(
+        tokio::sync::MutexGuard<'_, ()>,
+        Transaction<'static, Sqlite>,
+    )> {
         let timer = self.begin_wait.start_timer();
         let writer = self.writer.lock().await;
         let transaction = self.pool.begin_with("BEGIN IMMEDIATE").await;
