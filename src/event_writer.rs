@@ -4,7 +4,7 @@
 //! one transaction per event that rate is the ceiling for events. Here every
 //! event goes into a queue. One writer task takes whatever has gathered
 //! while the previous transaction ran, and writes it all in one transaction
-//! with counts summed per row. Each request is answered only after the
+//! with counts summed per row. Each request gets its response only after the
 //! transaction holding its event has committed, and a failed transaction
 //! fails every request in it. Under light load a group is one event, so the
 //! latency is that of a single transaction.

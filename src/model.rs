@@ -367,7 +367,7 @@ pub struct EventBody {
     #[validate(nested)]
     pub data: EventData,
     /// The client's id for this event, so that a retry counts once: a repeat
-    /// of an id the center sent before is answered as the first time and
+    /// of an id the center sent before gets the first response again and
     /// counts nothing. Ids are kept for at least 7 days. The
     /// `Idempotency-Key` header wins when both are present.
     #[serde(default)]

@@ -1,6 +1,6 @@
-//! Exactly-once events: an event id (`event_id` in the body or the
+//! Exactly-once events. An event id (`event_id` in the body or the
 //! `Idempotency-Key` header) already accepted for a center gets the first
-//! response again and counts nothing; ids expire after 7 days; a group of
+//! response again and counts nothing. Ids expire after 7 days, and a group of
 //! events that fails to commit fails every request in it.
 
 mod common;

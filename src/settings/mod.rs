@@ -164,9 +164,9 @@ impl SettingsError {
     }
 }
 
-/// The default pool size: SQLite writes one transaction at a time and each
-/// connection keeps a page cache of its own, so a few connections serve as
-/// well as many and take far less memory.
+/// Returns the default pool size. SQLite writes one transaction at a time
+/// and each connection keeps a page cache of its own, so a few connections
+/// serve as well as many and take far less memory.
 fn default_pool_size(url: &DatabaseUrl) -> u32 {
     match url {
         DatabaseUrl::Postgres(_) => 10,

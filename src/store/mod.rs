@@ -222,7 +222,7 @@ pub struct EventWrite {
     pub response: String,
 }
 
-/// What became of an event of a group.
+/// The outcome of one event of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventOutcome {
     Counted,
