@@ -68,9 +68,21 @@ pub enum CentersCommand {
 /// Opens the configured store and applies migrations, over
 /// `DATABASE_DIRECT_URL` when it is set.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    let store = store::connect_with(&settings.database_url, settings.pool_config())
-        .await
-        .context("cannot connect to the database")?;
+    let store = match store::connect_with(&settings.database_url, settings.pool_config()).await {
+        Ok(store) => store,
+        Err(err) => {
+            let context = match err.pooler_hint() {
+                Some(hint) => format!("cannot connect to the database; {hint}"),
+                None => "cannot connect to the database".to_owned(),
+            };
+            return Err(anyhow::Error::new(err).context(context));
+        }
+    };
+    if let DatabaseUrl::Postgres(url) = &settings.database_url {
+        if !settings.database_transaction_pooler {
+            reject_transaction_pooler(url).await?;
+        }
+    }
     if let DatabaseUrl::Sqlite(url) = &settings.database_url {
         if let Some(path) = SqliteStore::filename(url) {
             tracing::info!(path = %path.display(), "using the embedded SQLite database");
@@ -93,6 +105,25 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<dy
         None => store.migrate().await.context("database migration failed")?,
     }
     Ok(store)
+}
+
+/// Fails when `DATABASE_URL` leads to a pooler in transaction mode, where
+/// the service's named prepared statements break. A probe that cannot finish
+/// is logged and ignored, because the database responded a moment ago and
+/// failing requests then log what is wrong.
+async fn reject_transaction_pooler(url: &str) -> anyhow::Result<()> {
+    match store::behind_transaction_pooler(url).await {
+        Ok(false) => Ok(()),
+        Ok(true) => anyhow::bail!(
+            "DATABASE_URL leads to a pooler in transaction mode (its connections change \
+             server processes between transactions); set DATABASE_TRANSACTION_POOLER=true \
+             and DATABASE_DIRECT_URL, or put the pooler in session mode"
+        ),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot check DATABASE_URL for a transaction pooler");
+            Ok(())
+        }
+    }
 }
 
 /// Runs a `centers` subcommand, printing to standard output.

@@ -256,7 +256,10 @@ impl ApiError {
             }
             ApiError::Store(err) => {
                 // The client learns only that storage failed; the cause goes to the log.
-                tracing::error!(error = %err, "storage operation failed");
+                match err.pooler_hint() {
+                    Some(hint) => tracing::error!(error = %err, hint, "storage operation failed"),
+                    None => tracing::error!(error = %err, "storage operation failed"),
+                }
                 Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "database_error",

@@ -14,13 +14,12 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::Write;
-use std::net::{IpAddr, TcpStream};
-use std::path::PathBuf;
+use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::replica::{client, free_port, Replica};
 use common::{day, Backend, TestDb, DASHBOARD_PASSWORD, DASHBOARD_USER, MASTER_KEY};
 use kpi_service::limits::{retry_after_secs, SharedLimiter, Verdict, MAX_FAILURES, WINDOW};
 use kpi_service::settings::Quota;
@@ -30,7 +29,6 @@ use serde_json::{json, Value};
 
 const TEST_REDIS_URL_VAR: &str = "TEST_REDIS_URL";
 const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
-const BINARY: &str = env!("CARGO_BIN_EXE_kpi-service");
 
 /// Returns the Redis URL, or `None` after a one-time notice on stderr.
 fn redis_url() -> Option<String> {
@@ -47,14 +45,6 @@ fn redis_url() -> Option<String> {
         });
     }
     url
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn quota(count: u32, seconds: u64) -> Quota {
@@ -172,96 +162,12 @@ impl Drop for OwnRedis {
     }
 }
 
-/// One replica: the real binary on a free port, logging to a file.
-struct Replica {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Replica {
-    /// Starts the binary without waiting for it (see [`Replica::wait_until_up`]).
-    fn spawn(database_url: &str, vars: &[(&str, &str)]) -> Replica {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = dir.path().join("replica.log");
-        let output = File::create(&log).unwrap();
-        let child = Command::new(BINARY)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("DATABASE_URL", database_url)
-            .env("PORT", port.to_string())
-            .env("CENTER_API_KEY", MASTER_KEY)
-            .env("DASHBOARD_PASSWORD", DASHBOARD_PASSWORD)
-            .env("LOG_LEVEL", "INFO")
-            .envs(vars.iter().copied())
-            .current_dir(dir.path())
-            .stdout(Stdio::from(output.try_clone().unwrap()))
-            .stderr(Stdio::from(output))
-            .spawn()
-            .unwrap();
-        Replica {
-            child,
-            port,
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// Waits until the port accepts connections, which happens after the
-    /// migrations. A TCP connect uses no quota of the health limit.
-    fn wait_until_up(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the replica exited with {status}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the replica did not start on port {}: {}",
-                self.port,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn start(database_url: &str, vars: &[(&str, &str)]) -> Replica {
-        let mut replica = Replica::spawn(database_url, vars);
-        replica.wait_until_up();
-        replica
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts two replicas with the same settings.
 fn two_replicas(db: &TestDb, vars: &[(&str, &str)]) -> [Replica; 2] {
     [
         Replica::start(db.url(), vars),
         Replica::start(db.url(), vars),
     ]
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
 }
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
@@ -283,14 +189,8 @@ fn batch(code: &str) -> Value {
 /// Registers a center with the master key, which counts as one write
 /// against the center's submit limit.
 async fn register(replica: &Replica, code: &str) {
-    let response = client()
-        .put(replica.url(&format!("/kpi/centers/{code}")))
-        .header("X-API-Key", MASTER_KEY)
-        .json(&json!({"name": code}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK, "registering {code}");
+    let status = replica.register(code).await;
+    assert_eq!(status, StatusCode::OK, "registering {code}");
 }
 
 async fn post_event(replica: &Replica, body: &Value) -> reqwest::Response {

@@ -13,7 +13,8 @@ pub use parse::parse_quota;
 use parse::{
     parse_bool, parse_count, parse_database_url, parse_direct_url, parse_environment,
     parse_header_name, parse_host, parse_log_level, parse_origins, parse_port, parse_port_named,
-    parse_proxies, parse_redis_key_prefix, parse_redis_url, parse_seconds, quota_text,
+    parse_proxies, parse_redis_key_prefix, parse_redis_url, parse_seconds,
+    parse_transaction_pooler, quota_text,
 };
 
 mod parse;
@@ -120,6 +121,9 @@ pub struct Settings {
     /// A URL of the same PostgreSQL database without a pooler in between,
     /// for migrations, which hold a session lock while they run.
     pub database_direct_url: Option<String>,
+    /// `DATABASE_URL` leads to a pooler in transaction mode, such as
+    /// PgBouncer with `pool_mode = transaction`.
+    pub database_transaction_pooler: bool,
     /// The Redis server that shares every rate limit between replicas, a
     /// `redis://` or `rediss://` URL. Unset: the limits live in this process.
     pub redis_url: Option<SecretString>,
@@ -211,9 +215,15 @@ impl Settings {
         )?;
         let database_url = parse_database_url(get("DATABASE_URL"))?;
         let database_direct_url = parse_direct_url(get("DATABASE_DIRECT_URL"), &database_url)?;
+        let database_transaction_pooler = parse_transaction_pooler(
+            get("DATABASE_TRANSACTION_POOLER"),
+            &database_url,
+            database_direct_url.as_deref(),
+        )?;
         let settings = Settings {
             database_url: database_url.clone(),
             database_direct_url,
+            database_transaction_pooler,
             host: parse_host(get("HOST"))?,
             port: parse_port(get("PORT"))?,
             environment,
@@ -323,11 +333,12 @@ impl Settings {
         self.center_api_key.as_ref().map(|key| key.expose_secret())
     }
 
-    /// Returns the database pool's size and acquire timeout.
+    /// Returns the database pool's size, acquire timeout and pooler mode.
     pub fn pool_config(&self) -> crate::store::PoolConfig {
         crate::store::PoolConfig {
             max_connections: self.database_pool_size,
             acquire_timeout: self.database_acquire_timeout,
+            transaction_pooler: self.database_transaction_pooler,
         }
     }
 

@@ -76,6 +76,39 @@ pub fn parse_direct_url(
     Ok(Some(url))
 }
 
+/// Parses `DATABASE_TRANSACTION_POOLER`, true when `DATABASE_URL` leads to a
+/// pooler in transaction mode. Such a pooler needs PostgreSQL and a direct
+/// URL for the migrations, whose session lock it cannot keep.
+pub fn parse_transaction_pooler(
+    value: Option<String>,
+    database_url: &DatabaseUrl,
+    direct_url: Option<&str>,
+) -> Result<bool, SettingsError> {
+    const NAME: &str = "DATABASE_TRANSACTION_POOLER";
+    let text = value.clone().unwrap_or_default();
+    if !parse_bool(NAME, value, false)? {
+        return Ok(false);
+    }
+    if !matches!(database_url, DatabaseUrl::Postgres(_)) {
+        return Err(SettingsError::new(
+            NAME,
+            &text,
+            "set while DATABASE_URL is not a PostgreSQL URL",
+            "false with SQLite",
+        ));
+    }
+    if direct_url.is_none() {
+        return Err(SettingsError::new(
+            "DATABASE_DIRECT_URL",
+            "",
+            "missing while DATABASE_TRANSACTION_POOLER is true; migrations hold a session lock, \
+             which a pooler in transaction mode cannot keep",
+            "the postgres:// URL of the same database without a pooler in between",
+        ));
+    }
+    Ok(true)
+}
+
 /// Parses `REDIS_URL`: a `redis://` or `rediss://` URL that the Redis client
 /// accepts. Errors never echo the URL, because it may carry a password.
 pub fn parse_redis_url(value: Option<String>) -> Result<Option<SecretString>, SettingsError> {

@@ -295,6 +295,44 @@ fn database_pool_settings() {
 }
 
 #[test]
+fn transaction_pooler_needs_postgres_and_a_direct_url() {
+    assert!(!settings(&[]).unwrap().pool_config().transaction_pooler);
+    let pooled = "postgres://kpi@pooler.internal:6432/kpi";
+    let direct = "postgres://kpi@db.internal:5432/kpi";
+
+    let set = settings(&[
+        ("DATABASE_URL", pooled),
+        ("DATABASE_DIRECT_URL", direct),
+        ("DATABASE_TRANSACTION_POOLER", "true"),
+    ])
+    .unwrap();
+    assert!(set.pool_config().transaction_pooler);
+
+    let err = settings(&[
+        ("DATABASE_URL", pooled),
+        ("DATABASE_TRANSACTION_POOLER", "true"),
+    ])
+    .unwrap_err();
+    assert_eq!(err.name, "DATABASE_DIRECT_URL");
+    assert!(err.to_string().contains("session lock"), "{err}");
+
+    let err = settings(&[("DATABASE_TRANSACTION_POOLER", "true")]).unwrap_err();
+    assert_eq!(err.name, "DATABASE_TRANSACTION_POOLER");
+    assert!(err.to_string().contains("false with SQLite"), "{err}");
+
+    let err = settings(&[
+        ("DATABASE_URL", pooled),
+        ("DATABASE_DIRECT_URL", direct),
+        ("DATABASE_TRANSACTION_POOLER", "sometimes"),
+    ])
+    .unwrap_err();
+    assert_eq!(err.name, "DATABASE_TRANSACTION_POOLER");
+
+    let off = settings(&[("DATABASE_TRANSACTION_POOLER", "false")]).unwrap();
+    assert!(!off.pool_config().transaction_pooler);
+}
+
+#[test]
 fn redis_url_accepts_redis_schemes() {
     let unset = settings(&[]).unwrap();
     assert!(unset.redis_url.is_none());

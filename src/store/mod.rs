@@ -3,8 +3,10 @@
 
 mod event_group;
 mod last_sync;
+mod pooler_probe;
 mod postgres;
 mod reads;
+mod session;
 mod shared;
 mod sql;
 mod sqlite;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
+pub use pooler_probe::behind_transaction_pooler;
 pub use postgres::PgStore;
 pub use reads::{
     CenterTotals, DashboardData, DayRow, DayTrend, ExportRow, LabelCount, ReadStore, Summary,
@@ -52,6 +55,26 @@ impl StoreError {
                 matches!(err.code().as_deref(), Some("40P01" | "40001"))
             }
             _ => false,
+        }
+    }
+
+    /// Returns what the operator should change when the error comes from a
+    /// pooler that the settings do not mention. Such errors are a named
+    /// statement missing on, or already on, the server connection that the
+    /// pooler lent this time, and a start-up parameter the pooler rejects.
+    pub fn pooler_hint(&self) -> Option<&'static str> {
+        match self {
+            StoreError::Database(sqlx::Error::Database(err))
+                if matches!(err.code().as_deref(), Some("26000" | "42P05"))
+                    || err.message().starts_with("unsupported startup parameter") =>
+            {
+                Some(
+                    "if DATABASE_URL leads to a pooler such as PgBouncer, \
+                     set DATABASE_TRANSACTION_POOLER=true and DATABASE_DIRECT_URL",
+                )
+            }
+            StoreError::Group(err) => err.pooler_hint(),
+            _ => None,
         }
     }
 }
@@ -346,6 +369,9 @@ fn begin_wait_histogram() -> prometheus::Histogram {
 pub struct PoolConfig {
     pub max_connections: u32,
     pub acquire_timeout: std::time::Duration,
+    /// Whether the PostgreSQL URL leads to a pooler in transaction mode, such as
+    /// PgBouncer with `pool_mode = transaction`.
+    pub transaction_pooler: bool,
 }
 
 impl Default for PoolConfig {
@@ -353,6 +379,7 @@ impl Default for PoolConfig {
         Self {
             max_connections: 10,
             acquire_timeout: std::time::Duration::from_secs(5),
+            transaction_pooler: false,
         }
     }
 }

@@ -14,16 +14,21 @@ use super::{DayBatch, PoolConfig, StoreResult};
 
 pub struct PgStore {
     pool: PgPool,
+    /// Whether statements are prepared once per connection and kept. A
+    /// pooler in transaction mode cannot keep them, so behind one every
+    /// statement is parsed afresh, and only inside a transaction.
+    persistent: bool,
     begin_wait: prometheus::Histogram,
     last_sync: LastSync,
 }
 
 impl PgStore {
     pub async fn connect(url: &str, config: PoolConfig) -> StoreResult<Self> {
-        let options: PgConnectOptions = url.parse()?;
+        let options = Self::connect_options(url, config)?;
         let pool = Self::pool_options(config).connect_with(options).await?;
         Ok(Self {
             pool,
+            persistent: !config.transaction_pooler,
             begin_wait: super::begin_wait_histogram(),
             last_sync: LastSync::default(),
         })
@@ -32,11 +37,24 @@ impl PgStore {
     /// Opens a pool that connects on first use, so that the service can start
     /// (and report not ready) while the database is down.
     pub fn connect_lazy(url: &str, config: PoolConfig) -> StoreResult<Self> {
-        let options: PgConnectOptions = url.parse()?;
+        let options = Self::connect_options(url, config)?;
         Ok(Self {
             pool: Self::pool_options(config).connect_lazy_with(options),
+            persistent: !config.transaction_pooler,
             begin_wait: super::begin_wait_histogram(),
             last_sync: LastSync::default(),
+        })
+    }
+
+    fn connect_options(url: &str, config: PoolConfig) -> StoreResult<PgConnectOptions> {
+        let options: PgConnectOptions = url.parse()?;
+        Ok(if config.transaction_pooler {
+            // PgBouncer refuses start-up parameters it does not know, and
+            // this one only changes how floats are sent as text; the
+            // service reads them in binary.
+            options.extra_float_digits(None)
+        } else {
+            options
         })
     }
 
@@ -68,6 +86,7 @@ impl PgStore {
     /// Inserts the day's list rows with one `UNNEST` statement per table, so
     /// that a long list costs one round trip.
     async fn insert_day_lists(
+        &self,
         tx: &mut PgConnection,
         center_id: i32,
         batch: &DayBatch,
@@ -82,6 +101,7 @@ impl PgStore {
             "INSERT INTO test_summaries (center_id, date, test_code, test_name, count) \
              SELECT $1, $2, * FROM UNNEST($3::text[], $4::text[], $5::int[])",
         )
+        .persistent(self.persistent)
         .bind(center_id)
         .bind(batch.date)
         .bind(&codes)
@@ -96,6 +116,7 @@ impl PgStore {
             "INSERT INTO species_summaries (center_id, date, species, count) \
              SELECT $1, $2, * FROM UNNEST($3::text[], $4::int[])",
         )
+        .persistent(self.persistent)
         .bind(center_id)
         .bind(batch.date)
         .bind(&species)
@@ -112,6 +133,7 @@ impl PgStore {
             "INSERT INTO breed_summaries (center_id, date, breed, species, count) \
              SELECT $1, $2, * FROM UNNEST($3::text[], $4::text[], $5::int[])",
         )
+        .persistent(self.persistent)
         .bind(center_id)
         .bind(batch.date)
         .bind(&breeds)
@@ -126,7 +148,7 @@ impl PgStore {
                 "INSERT INTO module_metrics (center_id, date, created_at, module_name, operations_count, \
                      active_users, total_revenue, avg_transaction) \
                  SELECT $1, $2, $3, * FROM UNNEST($4::text[], $5::int[], $6::int[], $7::int[], $8::int[])",
-            )
+            ).persistent(self.persistent)
             .bind(center_id)
             .bind(batch.date)
             .bind(now)
@@ -146,6 +168,7 @@ impl PgStore {
                      transaction_count, total_amount) \
                  SELECT $1, $2, $3, * FROM UNNEST($4::text[], $5::int[], $6::int[])",
             )
+            .persistent(self.persistent)
             .bind(center_id)
             .bind(batch.date)
             .bind(now)
@@ -167,6 +190,7 @@ impl PgStore {
     /// is not. The ids go in key order, so that two groups that share ids
     /// wait for each other instead of deadlocking.
     async fn claim_event_ids(
+        &self,
         tx: &mut PgConnection,
         ids: &[NewId<'_>],
         now: DateTime<Utc>,
@@ -185,6 +209,7 @@ impl PgStore {
              ON CONFLICT (center_id, event_id) DO NOTHING \
              RETURNING center_id, event_id",
         )
+        .persistent(self.persistent)
         .bind(&centers)
         .bind(&event_ids)
         .bind(&responses)
@@ -203,6 +228,7 @@ impl PgStore {
             "SELECT center_id, event_id, response FROM event_receipts \
              WHERE (center_id, event_id) IN (SELECT * FROM UNNEST($1::int[], $2::text[]))",
         )
+        .persistent(self.persistent)
         .bind(&centers)
         .bind(&event_ids)
         .fetch_all(&mut *tx)
@@ -227,6 +253,7 @@ impl PgStore {
     /// Adds a group's summed increments with one `UNNEST` statement per
     /// table; the rows go in key order.
     async fn add_event_sums(
+        &self,
         tx: &mut PgConnection,
         sums: &GroupSums,
         now: DateTime<Utc>,
@@ -242,7 +269,7 @@ impl PgStore {
                      total_results = daily_metrics.total_results + excluded.total_results, \
                      total_pets = daily_metrics.total_pets + excluded.total_pets, \
                      total_owners = daily_metrics.total_owners + excluded.total_owners",
-            )
+            ).persistent(self.persistent)
             .bind(keys.iter().map(|(center, _)| *center).collect::<Vec<_>>())
             .bind(keys.iter().map(|(_, date)| *date).collect::<Vec<_>>())
             .bind(counts.iter().map(|c| c[0]).collect::<Vec<_>>())
@@ -259,7 +286,7 @@ impl PgStore {
                  SELECT c, d, t, t, n FROM UNNEST($1::int[], $2::date[], $3::text[], $4::int[]) AS u (c, d, t, n) \
                  ON CONFLICT (center_id, date, test_code) \
                  DO UPDATE SET count = test_summaries.count + excluded.count",
-            )
+            ).persistent(self.persistent)
             .bind(sums.tests.keys().map(|k| k.0).collect::<Vec<_>>())
             .bind(sums.tests.keys().map(|k| k.1).collect::<Vec<_>>())
             .bind(sums.tests.keys().map(|k| k.2.as_str()).collect::<Vec<_>>())
@@ -274,6 +301,7 @@ impl PgStore {
                  ON CONFLICT (center_id, date, species) \
                  DO UPDATE SET count = species_summaries.count + excluded.count",
             )
+            .persistent(self.persistent)
             .bind(sums.species.keys().map(|k| k.0).collect::<Vec<_>>())
             .bind(sums.species.keys().map(|k| k.1).collect::<Vec<_>>())
             .bind(
@@ -293,6 +321,7 @@ impl PgStore {
                  ON CONFLICT (center_id, date, breed, (coalesce(species, ''))) \
                  DO UPDATE SET count = breed_summaries.count + excluded.count",
             )
+            .persistent(self.persistent)
             .bind(sums.breeds.keys().map(|k| k.0).collect::<Vec<_>>())
             .bind(sums.breeds.keys().map(|k| k.1).collect::<Vec<_>>())
             .bind(sums.breeds.keys().map(|k| k.2.as_str()).collect::<Vec<_>>())
@@ -306,4 +335,4 @@ impl PgStore {
 }
 
 impl_store!(PgStore, Postgres, "postgres");
-impl_read_store!(PgStore);
+impl_read_store!(PgStore, Postgres);

@@ -158,15 +158,42 @@ pub(crate) mod sql {
 }
 
 macro_rules! impl_read_store {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// Runs a query whose two parameters are the first and last day of
+            /// a window, in a session of its own.
+            async fn window_rows<T>(
+                &self,
+                query: &'static str,
+                from: chrono::NaiveDate,
+                to: chrono::NaiveDate,
+            ) -> $crate::store::StoreResult<Vec<T>>
+            where
+                T: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
+            {
+                let mut session = self.session().await?;
+                let rows = sqlx::query_as(query)
+                    .persistent(self.persistent)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(&mut *session)
+                    .await?;
+                session.finish().await?;
+                Ok(rows)
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::ReadStore for $store {
             async fn centers(&self) -> $crate::store::StoreResult<Vec<$crate::store::Center>> {
+                let mut session = self.session().await?;
                 let rows = sqlx::query_as::<_, $crate::store::shared::CenterRow>(
                     $crate::store::sql::ALL_CENTERS,
                 )
-                .fetch_all(&self.pool)
+                .persistent(self.persistent)
+                .fetch_all(&mut *session)
                 .await?;
+                session.finish().await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
@@ -178,19 +205,24 @@ macro_rules! impl_read_store {
             ) -> $crate::store::StoreResult<Option<Vec<$crate::store::DayRow>>> {
                 use $crate::store::reads::sql;
 
+                let mut session = self.session().await?;
                 let Some(id) = sqlx::query_scalar::<_, i32>(sql::CENTER_ID)
+                    .persistent(self.persistent)
                     .bind(code)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *session)
                     .await?
                 else {
+                    session.finish().await?;
                     return Ok(None);
                 };
                 let rows = sqlx::query_as(sql::CENTER_DAYS)
+                    .persistent(self.persistent)
                     .bind(id)
                     .bind(from)
                     .bind(to)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *session)
                     .await?;
+                session.finish().await?;
                 Ok(Some(rows))
             }
 
@@ -199,11 +231,14 @@ macro_rules! impl_read_store {
                 from: chrono::NaiveDate,
                 to: chrono::NaiveDate,
             ) -> $crate::store::StoreResult<$crate::store::Summary> {
+                let mut session = self.session().await?;
                 let summary = sqlx::query_as($crate::store::reads::sql::SUMMARY)
+                    .persistent(self.persistent)
                     .bind(from)
                     .bind(to)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *session)
                     .await?;
+                session.finish().await?;
                 Ok(summary)
             }
 
@@ -215,29 +250,14 @@ macro_rules! impl_read_store {
                 use $crate::store::reads::sql;
 
                 let summary = self.summary(from, to).await?;
-                let centers = sqlx::query_as(sql::CENTER_TOTALS)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(&self.pool);
-                let trend = sqlx::query_as(sql::TREND)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(&self.pool);
-                let top_tests = sqlx::query_as(sql::TOP_TESTS)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(&self.pool);
-                let species = sqlx::query_as(sql::SPECIES)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(&self.pool);
-                let top_breeds = sqlx::query_as(sql::TOP_BREEDS)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(&self.pool);
                 // The five queries are independent, so they run at once on separate connections.
-                let (centers, trend, top_tests, species, top_breeds) =
-                    tokio::try_join!(centers, trend, top_tests, species, top_breeds)?;
+                let (centers, trend, top_tests, species, top_breeds) = tokio::try_join!(
+                    self.window_rows(sql::CENTER_TOTALS, from, to),
+                    self.window_rows(sql::TREND, from, to),
+                    self.window_rows(sql::TOP_TESTS, from, to),
+                    self.window_rows(sql::SPECIES, from, to),
+                    self.window_rows(sql::TOP_BREEDS, from, to),
+                )?;
                 Ok($crate::store::DashboardData {
                     summary,
                     centers,
@@ -253,12 +273,8 @@ macro_rules! impl_read_store {
                 from: chrono::NaiveDate,
                 to: chrono::NaiveDate,
             ) -> $crate::store::StoreResult<Vec<$crate::store::ExportRow>> {
-                let rows = sqlx::query_as($crate::store::reads::sql::EXPORT)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows)
+                self.window_rows($crate::store::reads::sql::EXPORT, from, to)
+                    .await
             }
         }
     };

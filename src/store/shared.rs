@@ -87,6 +87,14 @@ pub struct KeyRow {
 macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:literal) => {
         impl $store {
+            /// Opens a [`Session`]($crate::store::session::Session) for
+            /// statements outside a write transaction.
+            async fn session(
+                &self,
+            ) -> $crate::store::StoreResult<$crate::store::session::Session<$db>> {
+                Ok($crate::store::session::Session::open(&self.pool, !self.persistent).await?)
+            }
+
             /// Sets the center's `last_sync_at` unless this process set it
             /// less than a second ago.
             async fn touch_last_sync(
@@ -97,6 +105,7 @@ macro_rules! impl_store {
             ) -> $crate::store::StoreResult<()> {
                 if self.last_sync.due(center_id) {
                     sqlx::query($crate::store::sql::SET_LAST_SYNC)
+                        .persistent(self.persistent)
                         .bind(center_id)
                         .bind(now)
                         .execute(&mut **tx)
@@ -133,7 +142,8 @@ macro_rules! impl_store {
             }
 
             async fn ping(&self) -> $crate::store::StoreResult<()> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                // The simple protocol: one round trip, no prepared statement.
+                sqlx::raw_sql("SELECT 1").execute(&self.pool).await?;
                 Ok(())
             }
 
@@ -145,10 +155,13 @@ macro_rules! impl_store {
 
                 // One round trip: the center's row once per key, or once with
                 // no key.
+                let mut session = self.session().await?;
                 let rows = sqlx::query_as::<_, CenterKeyRow>($crate::store::sql::CENTER_WITH_KEYS)
+                    .persistent(self.persistent)
                     .bind(code)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *session)
                     .await?;
+                session.finish().await?;
                 Ok(CenterKeyRow::into_center(rows))
             }
 
@@ -157,17 +170,20 @@ macro_rules! impl_store {
                 code: &str,
                 changes: &$crate::store::CenterChanges,
             ) -> $crate::store::StoreResult<$crate::store::Center> {
+                let mut session = self.session().await?;
                 let row = sqlx::query_as::<_, $crate::store::shared::CenterRow>(
                     $crate::store::sql::UPSERT_CENTER,
                 )
+                .persistent(self.persistent)
                 .bind(code)
                 .bind(changes.name.as_deref())
                 .bind(changes.city.as_deref())
                 .bind(changes.country.as_deref())
                 .bind(changes.is_active.map(i32::from))
                 .bind(chrono::Utc::now())
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *session)
                 .await?;
+                session.finish().await?;
                 Ok(row.into())
             }
 
@@ -184,6 +200,7 @@ macro_rules! impl_store {
                 // The day row goes first: its row lock orders concurrent batches
                 // for one day, so that exactly one of them ends up stored whole.
                 sqlx::query(sql::UPSERT_DAY_TOTALS)
+                    .persistent(self.persistent)
                     .bind(center_id)
                     .bind(batch.date)
                     .bind(totals.orders)
@@ -199,6 +216,7 @@ macro_rules! impl_store {
                     sql::DELETE_DAY_BREEDS,
                 ] {
                     sqlx::query(statement)
+                        .persistent(self.persistent)
                         .bind(center_id)
                         .bind(batch.date)
                         .execute(&mut *tx)
@@ -206,6 +224,7 @@ macro_rules! impl_store {
                 }
                 if !batch.modules.is_empty() {
                     sqlx::query(sql::DELETE_DAY_MODULES)
+                        .persistent(self.persistent)
                         .bind(center_id)
                         .bind(batch.date)
                         .execute(&mut *tx)
@@ -213,14 +232,17 @@ macro_rules! impl_store {
                 }
                 if !batch.payment_methods.is_empty() {
                     sqlx::query(sql::DELETE_DAY_PAYMENTS)
+                        .persistent(self.persistent)
                         .bind(center_id)
                         .bind(batch.date)
                         .execute(&mut *tx)
                         .await?;
                 }
-                Self::insert_day_lists(&mut tx, center_id, batch, now).await?;
+                self.insert_day_lists(&mut tx, center_id, batch, now)
+                    .await?;
                 if let Some(p) = &batch.performance {
                     sqlx::query(sql::UPSERT_PERFORMANCE)
+                        .persistent(self.persistent)
                         .bind(center_id)
                         .bind(batch.date)
                         .bind(p.avg_order_processing_time)
@@ -238,6 +260,7 @@ macro_rules! impl_store {
                 }
                 if let Some(u) = &batch.system_usage {
                     sqlx::query(sql::UPSERT_SYSTEM_USAGE)
+                        .persistent(self.persistent)
                         .bind(center_id)
                         .bind(batch.date)
                         .bind(u.total_active_users)
@@ -268,6 +291,7 @@ macro_rules! impl_store {
                 let mut registered = std::collections::HashMap::new();
                 for code in event_group::codes_to_register(events) {
                     let id = sqlx::query_scalar::<_, i32>(sql::REGISTER_CENTER)
+                        .persistent(self.persistent)
                         .bind(code)
                         .bind(now)
                         .fetch_one(&mut *tx)
@@ -287,7 +311,7 @@ macro_rules! impl_store {
                         response: &events[index].response,
                     })
                     .collect();
-                let earlier = Self::claim_event_ids(&mut tx, &ids, now).await?;
+                let earlier = self.claim_event_ids(&mut tx, &ids, now).await?;
                 let mut outcomes = vec![EventOutcome::Counted; events.len()];
                 for (&index, response) in firsts.iter().zip(earlier) {
                     if let Some(response) = response {
@@ -301,7 +325,7 @@ macro_rules! impl_store {
                         sums.add(center_ids[index], event);
                     }
                 }
-                Self::add_event_sums(&mut tx, &sums, now).await?;
+                self.add_event_sums(&mut tx, &sums, now).await?;
                 for center_id in sums.centers() {
                     self.touch_last_sync(&mut tx, center_id, now).await?;
                 }
@@ -313,10 +337,13 @@ macro_rules! impl_store {
                 &self,
                 before: chrono::DateTime<chrono::Utc>,
             ) -> $crate::store::StoreResult<u64> {
+                let mut session = self.session().await?;
                 let result = sqlx::query($crate::store::sql::PURGE_EVENT_IDS)
+                    .persistent(self.persistent)
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(&mut *session)
                     .await?;
+                session.finish().await?;
                 Ok(result.rows_affected())
             }
 
@@ -329,6 +356,7 @@ macro_rules! impl_store {
                 for table in $crate::store::DATA_TABLES {
                     let statement = format!("DELETE FROM {table} WHERE center_id = $1");
                     let result = sqlx::query(&statement)
+                        .persistent(self.persistent)
                         .bind(center_id)
                         .execute(&mut *tx)
                         .await?;
@@ -339,6 +367,7 @@ macro_rules! impl_store {
                     $crate::store::sql::RESET_LAST_SYNC,
                 ] {
                     sqlx::query(statement)
+                        .persistent(self.persistent)
                         .bind(center_id)
                         .execute(&mut *tx)
                         .await?;
@@ -360,6 +389,7 @@ macro_rules! impl_store {
                 let (_writer, mut tx) = self.begin_write().await?;
                 let inserted =
                     sqlx::query_as::<_, $crate::store::shared::CenterRow>(sql::INSERT_CENTER)
+                        .persistent(self.persistent)
                         .bind(code)
                         .bind(center.name.as_deref().unwrap_or(code))
                         .bind(center.city.as_deref())
@@ -374,6 +404,7 @@ macro_rules! impl_store {
                     other => other?,
                 };
                 sqlx::query(sql::INSERT_KEY)
+                    .persistent(self.persistent)
                     .bind(row.id)
                     .bind(key.hash.to_hex())
                     .bind(now)
@@ -389,12 +420,16 @@ macro_rules! impl_store {
             ) -> $crate::store::StoreResult<Vec<$crate::store::CenterListing>> {
                 use $crate::store::shared::{CenterRow, KeyRow};
 
+                let mut session = self.session().await?;
                 let centers = sqlx::query_as::<_, CenterRow>($crate::store::sql::ALL_CENTERS)
-                    .fetch_all(&self.pool)
+                    .persistent(self.persistent)
+                    .fetch_all(&mut *session)
                     .await?;
                 let keys = sqlx::query_as::<_, KeyRow>($crate::store::sql::ALL_KEYS)
-                    .fetch_all(&self.pool)
+                    .persistent(self.persistent)
+                    .fetch_all(&mut *session)
                     .await?;
+                session.finish().await?;
                 let now = chrono::Utc::now();
                 Ok(centers
                     .into_iter()
@@ -425,17 +460,20 @@ macro_rules! impl_store {
                 let now = chrono::Utc::now();
                 let (_writer, mut tx) = self.begin_write().await?;
                 let center = sqlx::query_as::<_, CenterRow>(sql::FIND_CENTER)
+                    .persistent(self.persistent)
                     .bind(code)
                     .fetch_optional(&mut *tx)
                     .await?
                     .ok_or_else(|| $crate::store::StoreError::CenterNotFound(code.to_owned()))?;
                 let old_keys = sqlx::query_as::<_, KeyRow>(sql::CENTER_KEYS)
+                    .persistent(self.persistent)
                     .bind(center.id)
                     .fetch_all(&mut *tx)
                     .await?;
                 for old in old_keys {
                     if old.expires_at.is_none_or(|at| at > old_keys_expire_at) {
                         sqlx::query(sql::SET_KEY_EXPIRY)
+                            .persistent(self.persistent)
                             .bind(old.id)
                             .bind(old_keys_expire_at)
                             .execute(&mut *tx)
@@ -443,6 +481,7 @@ macro_rules! impl_store {
                     }
                 }
                 sqlx::query(sql::INSERT_KEY)
+                    .persistent(self.persistent)
                     .bind(center.id)
                     .bind(key.hash.to_hex())
                     .bind(now)
@@ -454,11 +493,14 @@ macro_rules! impl_store {
             }
 
             async fn set_active(&self, code: &str, active: bool) -> $crate::store::StoreResult<()> {
+                let mut session = self.session().await?;
                 let result = sqlx::query($crate::store::sql::SET_ACTIVE)
+                    .persistent(self.persistent)
                     .bind(code)
                     .bind(i32::from(active))
-                    .execute(&self.pool)
+                    .execute(&mut *session)
                     .await?;
+                session.finish().await?;
                 if result.rows_affected() == 0 {
                     return Err($crate::store::StoreError::CenterNotFound(code.to_owned()));
                 }

@@ -21,6 +21,8 @@ use super::{sql, DayBatch, PoolConfig, StoreResult};
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Always true: statements stay prepared on their connection.
+    persistent: bool,
     begin_wait: prometheus::Histogram,
     last_sync: LastSync,
     /// Held for each write transaction, so that writers queue here.
@@ -42,6 +44,7 @@ impl SqliteStore {
             .await?;
         Ok(Self {
             pool,
+            persistent: true,
             begin_wait: super::begin_wait_histogram(),
             last_sync: LastSync::default(),
             writer: tokio::sync::Mutex::new(()),
@@ -88,6 +91,7 @@ impl SqliteStore {
     /// Inserts the day's list rows one statement each; the statements are
     /// prepared once and run in-process, so a loop costs little here.
     async fn insert_day_lists(
+        &self,
         tx: &mut SqliteConnection,
         center_id: i32,
         batch: &DayBatch,
@@ -163,6 +167,7 @@ impl SqliteStore {
     /// Records each event id the center does not have yet. Returns, per id,
     /// `None` when it is new or the stored response when it is not.
     async fn claim_event_ids(
+        &self,
         tx: &mut SqliteConnection,
         ids: &[NewId<'_>],
         now: DateTime<Utc>,
@@ -193,6 +198,7 @@ impl SqliteStore {
 
     /// Adds a group's summed increments, one statement per row.
     async fn add_event_sums(
+        &self,
         tx: &mut SqliteConnection,
         sums: &GroupSums,
         now: DateTime<Utc>,
@@ -242,4 +248,4 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, Sqlite, "sqlite");
-impl_read_store!(SqliteStore);
+impl_read_store!(SqliteStore, Sqlite);

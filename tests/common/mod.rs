@@ -9,6 +9,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod proxy;
+pub mod replica;
 
 use std::collections::HashMap;
 use std::io::Write;
