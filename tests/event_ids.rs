@@ -284,24 +284,33 @@ both_backends!(
     |backend: Backend| async move {
         let app = TestApp::spawn(backend).await;
         let key = app.center_with_key("HVC", "Central").await;
-        let value = reqwest::header::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap();
+        let values: [&[u8]; 3] = [b"caf\xc3\xa9", b"order 58213", b"order\t58213"];
 
-        let response = app
-            .client
-            .post(format!("{}/kpi/events", app.base_url))
-            .header("X-API-Key", &key)
-            .header("Idempotency-Key", value)
-            .json(&order("HVC", None))
-            .send()
-            .await
-            .unwrap();
-        let (status, problem) = common::read(response).await;
+        for value in values {
+            let response = app
+                .client
+                .post(format!("{}/kpi/events", app.base_url))
+                .header("X-API-Key", &key)
+                .header(
+                    "Idempotency-Key",
+                    reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+                )
+                .json(&order("HVC", None))
+                .send()
+                .await
+                .unwrap();
+            let (status, problem) = common::read(response).await;
 
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
-        assert_eq!(
-            problem["errors"][0]["loc"],
-            json!(["header", "Idempotency-Key"])
-        );
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+            assert_eq!(
+                problem["errors"][0]["loc"],
+                json!(["header", "Idempotency-Key"])
+            );
+            assert_eq!(
+                problem["errors"][0]["type"], "string_pattern_mismatch",
+                "{problem}"
+            );
+        }
         assert_eq!(counts(&app, "HVC").await.0, 0);
     }
 );

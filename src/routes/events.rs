@@ -143,12 +143,18 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         let loc = vec![Value::from("header"), Value::from("Idempotency-Key")];
         ApiError::Validation(vec![FieldError::new(loc, msg, kind)])
     };
-    let text = value.to_str().map_err(|_| {
-        invalid(
-            "must hold visible ASCII characters only",
-            "string_pattern_mismatch",
-        )
-    })?;
+    // `to_str` also lets spaces and tabs through, which are easy to lose
+    // when a client copies or logs the key.
+    let text = value
+        .to_str()
+        .ok()
+        .filter(|text| text.bytes().all(|byte| byte.is_ascii_graphic()))
+        .ok_or_else(|| {
+            invalid(
+                "must hold visible ASCII characters only",
+                "string_pattern_mismatch",
+            )
+        })?;
     match text.chars().count() {
         0 => Err(invalid(
             "must have at least 1 character",
