@@ -26,6 +26,7 @@ use futures::StreamExt;
 use kpi_service::store::StoreError;
 use reqwest::StatusCode;
 use serde_json::json;
+use sqlx::migrate::MigrateError;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
@@ -73,9 +74,9 @@ struct Bouncer {
 
 impl Bouncer {
     /// Starts PgBouncer in `mode` (`transaction` or `session`) in front of
-    /// the server that `server_url` names. `ignored` lists start-up
-    /// parameters it accepts without passing them on.
-    fn start(binary: &Path, server_url: &str, mode: &str, ignored: &str) -> Bouncer {
+    /// the server that `server_url` names, with `servers` server connections
+    /// per database. The rest of the configuration is PgBouncer's default.
+    fn start(binary: &Path, server_url: &str, mode: &str, servers: u32) -> Bouncer {
         let server: PgConnectOptions = server_url.parse().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -92,14 +93,10 @@ impl Bouncer {
                  auth_type = any\n\
                  pool_mode = {mode}\n\
                  default_pool_size = {servers}\n\
-                 max_client_conn = 100\n\
-                 ignore_startup_parameters = {ignored}\n",
+                 max_client_conn = 100\n",
                 host = server.get_host(),
                 server_port = server.get_port(),
                 user = server.get_username(),
-                // In session mode a connection keeps its server connection
-                // until it closes, so every connection of the service needs one.
-                servers = if mode == "session" { 12 } else { 2 },
             ),
         )
         .unwrap();
@@ -172,11 +169,11 @@ impl Drop for Bouncer {
 
 /// Creates a database and starts a PgBouncer in front of its server, or
 /// returns `None` when the tests are skipped.
-async fn database_and_bouncer(mode: &str, ignored: &str) -> Option<(TestDb, Bouncer)> {
+async fn database_and_bouncer(mode: &str, servers: u32) -> Option<(TestDb, Bouncer)> {
     let server_url = common::postgres_url()?;
     let binary = pgbouncer_binary()?;
     let db = TestDb::create(Backend::Postgres).await;
-    let bouncer = Bouncer::start(&binary, &server_url, mode, ignored);
+    let bouncer = Bouncer::start(&binary, &server_url, mode, servers);
     Some((db, bouncer))
 }
 
@@ -259,6 +256,15 @@ async fn mixed_load(replica: &Replica) -> Vec<(String, StatusCode)> {
     answers
 }
 
+/// Connects to PgBouncer at `url` without the start-up parameter that
+/// PgBouncer rejects by default.
+async fn pooler_connection(url: &str) -> PgConnection {
+    let options: PgConnectOptions = url.parse().unwrap();
+    PgConnection::connect_with(&options.extra_float_digits(None))
+        .await
+        .unwrap()
+}
+
 async fn center_orders(db: &TestDb, code: &str, date: &str) -> i64 {
     db.scalar(
         "SELECT COALESCE(SUM(d.total_orders), 0) FROM daily_metrics d \
@@ -270,9 +276,7 @@ async fn center_orders(db: &TestDb, code: &str, date: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_works_behind_transaction_pooler() {
-    // No start-up parameter is ignored, so the service must send none that
-    // PgBouncer rejects.
-    let Some((db, bouncer)) = database_and_bouncer("transaction", "").await else {
+    let Some((db, bouncer)) = database_and_bouncer("transaction", 2).await else {
         return;
     };
     let pooled = bouncer.url(&db);
@@ -332,12 +336,19 @@ async fn service_works_behind_transaction_pooler() {
     assert!(!replica.log().contains("storage operation failed"));
 }
 
-/// Starts the service without the pooler setting through a PgBouncer in
-/// transaction mode that ignores the start-up parameters in `ignored`, and
-/// returns its log once it has exited with a failure.
-async fn failed_start_up(ignored: &str) -> Option<String> {
-    let (db, bouncer) = database_and_bouncer("transaction", ignored).await?;
-    let mut replica = Replica::spawn(&bouncer.url(&db), &service_vars(&db, "false"));
+/// Starts the service with `vars` through a PgBouncer in transaction mode
+/// with `servers` server connections, and returns its log once it has
+/// exited with a failure. `vars` may name the pooler's URL as `POOLED`.
+async fn failed_start_up(servers: u32, vars: &[(&str, &str)]) -> Option<String> {
+    let (db, bouncer) = database_and_bouncer("transaction", servers).await?;
+    let pooled = bouncer.url(&db);
+    let mut all = service_vars(&db, "false");
+    for (name, value) in vars {
+        let value = if *value == "POOLED" { &pooled } else { *value };
+        all.retain(|(existing, _)| existing != name);
+        all.push((name, value));
+    }
+    let mut replica = Replica::spawn(&pooled, &all);
 
     let status = replica.wait_for_exit();
 
@@ -347,25 +358,46 @@ async fn failed_start_up(ignored: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_rejects_transaction_pooler() {
-    // The float parameter is ignored here, so that the connection succeeds
-    // and the probe for a transaction pooler runs.
-    let Some(log) = failed_start_up("extra_float_digits").await else {
+    for servers in [2, 1] {
+        let Some(log) = failed_start_up(servers, &[]).await else {
+            return;
+        };
+
+        assert!(
+            log.contains("DATABASE_URL leads to a pooler in transaction mode"),
+            "{servers} server connections: {log}"
+        );
+        assert!(
+            log.contains("set DATABASE_TRANSACTION_POOLER=true"),
+            "{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_rejects_direct_url_through_pooler() {
+    let vars = [
+        ("DATABASE_TRANSACTION_POOLER", "true"),
+        ("DATABASE_DIRECT_URL", "POOLED"),
+    ];
+    let Some(log) = failed_start_up(2, &vars).await else {
         return;
     };
 
     assert!(
-        log.contains("DATABASE_URL leads to a pooler in transaction mode"),
+        log.contains("DATABASE_DIRECT_URL leads to a pooler in transaction mode"),
         "{log}"
     );
-    assert!(
-        log.contains("set DATABASE_TRANSACTION_POOLER=true"),
-        "{log}"
-    );
+    assert!(log.contains("point it at PostgreSQL itself"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_pooler_needs_no_setting() {
-    let Some((db, bouncer)) = database_and_bouncer("session", "extra_float_digits").await else {
+    // PgBouncer's default configuration: it rejects start-up parameters it
+    // does not know, such as the `extra_float_digits` that sqlx sends by
+    // default. In session mode each of the service's connections
+    // keeps a server connection, so the pooler needs one for each.
+    let Some((db, bouncer)) = database_and_bouncer("session", 12).await else {
         return;
     };
     let replica = Replica::start(&bouncer.url(&db), &service_vars(&db, "false"));
@@ -406,20 +438,71 @@ async fn lost_prepared_statements_name_the_setting() {
         let grouped = StoreError::Group(std::sync::Arc::new(err));
         assert!(grouped.pooler_hint().is_some());
     }
+    let in_migration = sqlx::raw_sql("EXECUTE kpi_missing_statement")
+        .execute(&mut connection)
+        .await
+        .unwrap_err();
+    let in_migration = StoreError::Migration(MigrateError::ExecuteMigration(in_migration, 3));
+    let hint = in_migration.pooler_hint().expect("a hint for a migration");
+    assert!(hint.contains("DATABASE_DIRECT_URL"), "{hint}");
     assert_eq!(StoreError::Database(other).pooler_hint(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejected_parameter_names_the_setting() {
-    // PgBouncer rejects the float start-up parameter that sqlx sends by
-    // default, so the service must exit with a message naming the setting.
-    let Some(log) = failed_start_up("").await else {
+async fn timed_out_requests_leave_no_transaction_open() {
+    // Requests time out while their BEGIN waits in the pooler's queue behind
+    // another client's transaction. A connection returned to the pool inside
+    // a transaction that is never ended would keep the pooler's only server
+    // connection from every client.
+    let Some((db, bouncer)) = database_and_bouncer("transaction", 1).await else {
         return;
     };
+    let pooled = bouncer.url(&db);
+    let mut vars = service_vars(&db, "true");
+    vars.push(("REQUEST_TIMEOUT", "1"));
+    let replica = Replica::start(&pooled, &vars);
+    assert_eq!(replica.register("PB1").await, StatusCode::OK);
 
-    assert!(log.contains("unsupported startup parameter"), "{log}");
-    assert!(
-        log.contains("set DATABASE_TRANSACTION_POOLER=true"),
-        "{log}"
-    );
+    for round in 0..3 {
+        let mut blocker = pooler_connection(&pooled).await;
+        sqlx::raw_sql("BEGIN; SELECT 1")
+            .execute(&mut blocker)
+            .await
+            .unwrap();
+        let statuses = futures::future::join_all((0..8).map(|n| {
+            let body = json!({"center_code": "PB1", "date": day(-1 - n), "total_orders": n});
+            client()
+                .post(replica.url("/kpi/submit"))
+                .header("X-API-Key", MASTER_KEY)
+                .json(&body)
+                .send()
+        }))
+        .await;
+        for status in statuses {
+            assert_eq!(status.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
+        blocker.close().await.unwrap();
+
+        // The pooler's one server connection must serve a new client soon.
+        let mut probe = pooler_connection(&pooled).await;
+        let served = tokio::time::timeout(
+            Duration::from_secs(3),
+            sqlx::raw_sql("SELECT 1").execute(&mut probe),
+        )
+        .await;
+        assert!(
+            matches!(served, Ok(Ok(_))),
+            "round {round}: the server connection stayed taken: {}",
+            replica.log()
+        );
+        let stale = db
+            .scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND state = 'idle in transaction'",
+                &[],
+            )
+            .await;
+        assert_eq!(stale, 0, "round {round}");
+    }
 }

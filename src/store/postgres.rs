@@ -24,7 +24,7 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &str, config: PoolConfig) -> StoreResult<Self> {
-        let options = Self::connect_options(url, config)?;
+        let options = Self::connect_options(url)?;
         let pool = Self::pool_options(config).connect_with(options).await?;
         Ok(Self {
             pool,
@@ -37,7 +37,7 @@ impl PgStore {
     /// Opens a pool that connects on first use, so that the service can start
     /// (and report not ready) while the database is down.
     pub fn connect_lazy(url: &str, config: PoolConfig) -> StoreResult<Self> {
-        let options = Self::connect_options(url, config)?;
+        let options = Self::connect_options(url)?;
         Ok(Self {
             pool: Self::pool_options(config).connect_lazy_with(options),
             persistent: !config.transaction_pooler,
@@ -46,16 +46,13 @@ impl PgStore {
         })
     }
 
-    fn connect_options(url: &str, config: PoolConfig) -> StoreResult<PgConnectOptions> {
+    /// Parses `url`. The `extra_float_digits` start-up parameter that sqlx
+    /// sends by default is left out, because PgBouncer rejects parameters it
+    /// does not know, in either mode. It only changes floats sent as text,
+    /// and the service reads every result in binary.
+    pub(super) fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
         let options: PgConnectOptions = url.parse()?;
-        Ok(if config.transaction_pooler {
-            // PgBouncer refuses start-up parameters it does not know, and
-            // this one only changes how floats are sent as text; the
-            // service reads them in binary.
-            options.extra_float_digits(None)
-        } else {
-            options
-        })
+        Ok(options.extra_float_digits(None))
     }
 
     fn pool_options(config: PoolConfig) -> PgPoolOptions {
@@ -78,7 +75,7 @@ impl PgStore {
     /// so unlike SQLite's, its writer lock is empty.
     async fn begin_write(&self) -> StoreResult<((), Transaction<'static, Postgres>)> {
         let timer = self.begin_wait.start_timer();
-        let transaction = self.pool.begin().await;
+        let transaction = super::session::begin(&self.pool).await;
         timer.observe_duration();
         Ok(((), transaction?))
     }

@@ -23,7 +23,7 @@ impl<DB: Database> Session<DB> {
     /// Takes a connection from `pool`, in a transaction when `pinned`.
     pub async fn open(pool: &Pool<DB>, pinned: bool) -> Result<Self, sqlx::Error> {
         Ok(if pinned {
-            Session::Pinned(pool.begin().await?)
+            Session::Pinned(begin(pool).await?)
         } else {
             Session::Plain(pool.acquire().await?)
         })
@@ -36,6 +36,25 @@ impl<DB: Database> Session<DB> {
             Session::Plain(_) => Ok(()),
             Session::Pinned(transaction) => transaction.commit().await,
         }
+    }
+}
+
+/// Begins a transaction on a connection from `pool`, in a task of its own.
+///
+/// sqlx's PostgreSQL `BEGIN` is not safe to cancel: a caller dropped while it
+/// waits for the reply (a request that timed out) returns the connection to
+/// the pool inside a transaction that is never ended. Behind a pooler in
+/// transaction mode, that transaction also keeps a server connection from
+/// every other client. In a task of its own, the `BEGIN` completes, and a
+/// transaction whose caller is gone is dropped and so rolled back.
+pub(crate) async fn begin<DB: Database>(
+    pool: &Pool<DB>,
+) -> Result<Transaction<'static, DB>, sqlx::Error> {
+    let pool = pool.clone();
+    match tokio::spawn(async move { pool.begin().await }).await {
+        Ok(result) => result,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => Err(sqlx::Error::Io(std::io::Error::other(err))),
     }
 }
 
