@@ -68,19 +68,12 @@ pub enum CentersCommand {
 /// Opens the configured store and applies migrations, over
 /// `DATABASE_DIRECT_URL` when it is set.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-    let store = match store::connect_with(&settings.database_url, settings.pool_config()).await {
-        Ok(store) => store,
-        Err(err) => {
-            let context = match err.pooler_hint() {
-                Some(hint) => format!("cannot connect to the database; {hint}"),
-                None => "cannot connect to the database".to_owned(),
-            };
-            return Err(anyhow::Error::new(err).context(context));
-        }
-    };
+    let store = store::connect_with(&settings.database_url, settings.pool_config())
+        .await
+        .map_err(|err| with_hint(err, "cannot connect to the database"))?;
     if let DatabaseUrl::Postgres(url) = &settings.database_url {
         if !settings.database_transaction_pooler {
-            reject_transaction_pooler(url).await?;
+            reject_transaction_pooler(url, "DATABASE_URL").await?;
         }
     }
     if let DatabaseUrl::Sqlite(url) = &settings.database_url {
@@ -90,6 +83,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<dy
     }
     match &settings.database_direct_url {
         Some(direct_url) => {
+            reject_transaction_pooler(direct_url, "DATABASE_DIRECT_URL").await?;
             // One connection is enough to migrate; it closes right after.
             let pool = store::PoolConfig {
                 max_connections: 1,
@@ -97,30 +91,50 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<dy
             };
             let direct = store::connect_with(&DatabaseUrl::Postgres(direct_url.clone()), pool)
                 .await
-                .context("cannot connect to DATABASE_DIRECT_URL")?;
+                .map_err(|err| with_hint(err, "cannot connect to DATABASE_DIRECT_URL"))?;
             let migrated = direct.migrate().await;
             direct.close().await;
-            migrated.context("database migration over DATABASE_DIRECT_URL failed")?;
+            migrated.map_err(|err| {
+                with_hint(err, "database migration over DATABASE_DIRECT_URL failed")
+            })?;
         }
-        None => store.migrate().await.context("database migration failed")?,
+        None => store
+            .migrate()
+            .await
+            .map_err(|err| with_hint(err, "database migration failed"))?,
     }
     Ok(store)
 }
 
-/// Fails when `DATABASE_URL` leads to a pooler in transaction mode, where
-/// the service's named prepared statements break. A probe that cannot finish
-/// is logged and ignored, because the database responded a moment ago and
-/// failing requests then log what is wrong.
-async fn reject_transaction_pooler(url: &str) -> anyhow::Result<()> {
+/// Wraps a store error in `context`, followed by what to change when the
+/// error is the mark of a transaction pooler.
+fn with_hint(err: store::StoreError, context: &str) -> anyhow::Error {
+    let context = match err.pooler_hint() {
+        Some(hint) => format!("{context}; {hint}"),
+        None => context.to_owned(),
+    };
+    anyhow::Error::new(err).context(context)
+}
+
+/// Fails when the URL in the setting `name` leads to a pooler in
+/// transaction mode, where named prepared statements and the migrations'
+/// session lock break. A probe that cannot finish is logged and ignored,
+/// because the database responded a moment ago and failing requests then
+/// log what is wrong.
+async fn reject_transaction_pooler(url: &str, name: &str) -> anyhow::Result<()> {
     match store::behind_transaction_pooler(url).await {
         Ok(false) => Ok(()),
-        Ok(true) => anyhow::bail!(
+        Ok(true) if name == "DATABASE_URL" => anyhow::bail!(
             "DATABASE_URL leads to a pooler in transaction mode (its connections change \
              server processes between transactions); set DATABASE_TRANSACTION_POOLER=true \
              and DATABASE_DIRECT_URL, or put the pooler in session mode"
         ),
+        Ok(true) => anyhow::bail!(
+            "{name} leads to a pooler in transaction mode (its connections change server \
+             processes between transactions); point it at PostgreSQL itself"
+        ),
         Err(err) => {
-            tracing::warn!(error = %err, "cannot check DATABASE_URL for a transaction pooler");
+            tracing::warn!(setting = name, error = %err, "cannot check for a transaction pooler");
             Ok(())
         }
     }

@@ -58,24 +58,28 @@ impl StoreError {
         }
     }
 
-    /// Returns what the operator should change when the error comes from a
-    /// pooler that the settings do not mention. Such errors are a named
-    /// statement missing on, or already on, the server connection that the
-    /// pooler lent this time, and a start-up parameter the pooler rejects.
+    /// Returns what the operator should change when the error is the mark
+    /// of a pooler in transaction mode that the settings do not mention: a
+    /// named statement missing on, or already on, the server connection
+    /// that the pooler lent this time.
     pub fn pooler_hint(&self) -> Option<&'static str> {
-        match self {
-            StoreError::Database(sqlx::Error::Database(err))
-                if matches!(err.code().as_deref(), Some("26000" | "42P05"))
-                    || err.message().starts_with("unsupported startup parameter") =>
-            {
-                Some(
-                    "if DATABASE_URL leads to a pooler such as PgBouncer, \
-                     set DATABASE_TRANSACTION_POOLER=true and DATABASE_DIRECT_URL",
-                )
-            }
-            StoreError::Group(err) => err.pooler_hint(),
-            _ => None,
-        }
+        use sqlx::migrate::MigrateError;
+
+        let database_error = match self {
+            StoreError::Group(err) => return err.pooler_hint(),
+            StoreError::Database(err)
+            | StoreError::Migration(MigrateError::Execute(err))
+            | StoreError::Migration(MigrateError::ExecuteMigration(err, _)) => err,
+            _ => return None,
+        };
+        let sqlx::Error::Database(err) = database_error else {
+            return None;
+        };
+        matches!(err.code().as_deref(), Some("26000" | "42P05")).then_some(
+            "a pooler in transaction mode, such as PgBouncer, may sit in front of PostgreSQL: \
+             set DATABASE_TRANSACTION_POOLER=true if DATABASE_URL leads to one, \
+             and point DATABASE_DIRECT_URL at PostgreSQL itself",
+        )
     }
 }
 
