@@ -80,6 +80,7 @@ impl Bouncer {
         let server: PgConnectOptions = server_url.parse().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+
         let config = dir.path().join("pgbouncer.ini");
         std::fs::write(
             &config,
@@ -100,9 +101,11 @@ impl Bouncer {
             ),
         )
         .unwrap();
+
         // The unprivileged user must read the configuration.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+
         let log = dir.path().join("pgbouncer.log");
         let output = std::fs::File::create(&log).unwrap();
         let mut command = if running_as_root() {
@@ -118,6 +121,7 @@ impl Bouncer {
             .stderr(Stdio::from(output))
             .spawn()
             .unwrap();
+
         let mut bouncer = Bouncer {
             child,
             port,
@@ -336,19 +340,26 @@ async fn service_works_behind_transaction_pooler() {
     assert!(!replica.log().contains("storage operation failed"));
 }
 
-/// Starts the service with `vars` through a PgBouncer in transaction mode
-/// with `servers` server connections, and returns its log once it has
-/// exited with a failure. `vars` may name the pooler's URL as `POOLED`.
-async fn failed_start_up(servers: u32, vars: &[(&str, &str)]) -> Option<String> {
+/// Starts the service through a PgBouncer in transaction mode with
+/// `servers` server connections, and returns its log once it has exited
+/// with a failure. With `direct_through_pooler`, the pooler setting is on
+/// and `DATABASE_DIRECT_URL` leads to the pooler too.
+async fn failed_start_up(servers: u32, direct_through_pooler: bool) -> Option<String> {
     let (db, bouncer) = database_and_bouncer("transaction", servers).await?;
     let pooled = bouncer.url(&db);
-    let mut all = service_vars(&db, "false");
-    for (name, value) in vars {
-        let value = if *value == "POOLED" { &pooled } else { *value };
-        all.retain(|(existing, _)| existing != name);
-        all.push((name, value));
+    let mut vars = service_vars(
+        &db,
+        if direct_through_pooler {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    if direct_through_pooler {
+        vars.retain(|(name, _)| *name != "DATABASE_DIRECT_URL");
+        vars.push(("DATABASE_DIRECT_URL", &pooled));
     }
-    let mut replica = Replica::spawn(&pooled, &all);
+    let mut replica = Replica::spawn(&pooled, &vars);
 
     let status = replica.wait_for_exit();
 
@@ -359,7 +370,7 @@ async fn failed_start_up(servers: u32, vars: &[(&str, &str)]) -> Option<String> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_rejects_transaction_pooler() {
     for servers in [2, 1] {
-        let Some(log) = failed_start_up(servers, &[]).await else {
+        let Some(log) = failed_start_up(servers, false).await else {
             return;
         };
 
@@ -376,11 +387,7 @@ async fn start_up_rejects_transaction_pooler() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_rejects_direct_url_through_pooler() {
-    let vars = [
-        ("DATABASE_TRANSACTION_POOLER", "true"),
-        ("DATABASE_DIRECT_URL", "POOLED"),
-    ];
-    let Some(log) = failed_start_up(2, &vars).await else {
+    let Some(log) = failed_start_up(2, true).await else {
         return;
     };
 

@@ -58,10 +58,10 @@ impl StoreError {
         }
     }
 
-    /// Returns what the operator should change when the error is the mark
-    /// of a pooler in transaction mode that the settings do not mention: a
-    /// named statement missing on, or already on, the server connection
-    /// that the pooler lent this time.
+    /// Returns what the operator should change when the error comes from a
+    /// pooler in transaction mode that the settings do not mention. Such a
+    /// pooler shows as a named statement missing on, or already on, the
+    /// server connection that it lent this time.
     pub fn pooler_hint(&self) -> Option<&'static str> {
         use sqlx::migrate::MigrateError;
 

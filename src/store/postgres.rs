@@ -145,7 +145,8 @@ impl PgStore {
                 "INSERT INTO module_metrics (center_id, date, created_at, module_name, operations_count, \
                      active_users, total_revenue, avg_transaction) \
                  SELECT $1, $2, $3, * FROM UNNEST($4::text[], $5::int[], $6::int[], $7::int[], $8::int[])",
-            ).persistent(self.persistent)
+            )
+            .persistent(self.persistent)
             .bind(center_id)
             .bind(batch.date)
             .bind(now)
@@ -266,7 +267,8 @@ impl PgStore {
                      total_results = daily_metrics.total_results + excluded.total_results, \
                      total_pets = daily_metrics.total_pets + excluded.total_pets, \
                      total_owners = daily_metrics.total_owners + excluded.total_owners",
-            ).persistent(self.persistent)
+            )
+            .persistent(self.persistent)
             .bind(keys.iter().map(|(center, _)| *center).collect::<Vec<_>>())
             .bind(keys.iter().map(|(_, date)| *date).collect::<Vec<_>>())
             .bind(counts.iter().map(|c| c[0]).collect::<Vec<_>>())
@@ -283,7 +285,8 @@ impl PgStore {
                  SELECT c, d, t, t, n FROM UNNEST($1::int[], $2::date[], $3::text[], $4::int[]) AS u (c, d, t, n) \
                  ON CONFLICT (center_id, date, test_code) \
                  DO UPDATE SET count = test_summaries.count + excluded.count",
-            ).persistent(self.persistent)
+            )
+            .persistent(self.persistent)
             .bind(sums.tests.keys().map(|k| k.0).collect::<Vec<_>>())
             .bind(sums.tests.keys().map(|k| k.1).collect::<Vec<_>>())
             .bind(sums.tests.keys().map(|k| k.2.as_str()).collect::<Vec<_>>())
