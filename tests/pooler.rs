@@ -503,13 +503,30 @@ async fn timed_out_requests_leave_no_transaction_open() {
             "round {round}: the server connection stayed taken: {}",
             replica.log()
         );
-        let stale = db
+        assert_eq!(
+            open_transactions_after(&db, Duration::from_secs(3)).await,
+            0,
+            "round {round}"
+        );
+    }
+}
+
+/// Counts the sessions idle in a transaction, waiting up to `wait` for them
+/// to end. A queued BEGIN whose request timed out runs when the blocker
+/// commits and is rolled back a moment later, so one look could catch it.
+async fn open_transactions_after(db: &TestDb, wait: Duration) -> i64 {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let open = db
             .scalar(
                 "SELECT COUNT(*) FROM pg_stat_activity \
                  WHERE datname = current_database() AND state = 'idle in transaction'",
                 &[],
             )
             .await;
-        assert_eq!(stale, 0, "round {round}");
+        if open == 0 || tokio::time::Instant::now() >= deadline {
+            return open;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
