@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod routes;
+pub mod server;
 pub mod service;
 pub mod settings;
 pub mod store;
@@ -29,11 +30,10 @@ pub mod telemetry;
 pub mod view;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::{Router, ServiceExt};
+use axum::Router;
 use tokio::net::TcpListener;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
@@ -47,6 +47,7 @@ use crate::event_writer::EventWriter;
 use crate::keys::KeyHash;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::server::ConnectionLimits;
 use crate::settings::Settings;
 use crate::store::Store;
 
@@ -118,21 +119,14 @@ pub async fn serve(
     listener: TcpListener,
     state: SharedState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let limits_maintenance = Limits::spawn_maintenance(state.limits.clone());
     let purge = event_writer::spawn_id_purge(state.store.clone());
+    let limits = ConnectionLimits::from_settings(&state.settings);
+    let open_connections = state.metrics.open_connections.clone();
     // Paths are normalized before routing, so `/kpi/submit/` reaches `/kpi/submit`.
     let app = NormalizePathLayer::trim_trailing_slash().layer(router(state));
-    let service = ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-        SocketAddr,
-    >(app);
-    // TODO: axum::serve sets no header-read timeout or connection cap, so a
-    // client that opens connections and sends nothing keeps them until it
-    // closes them; serving through hyper-util's builder would bound both.
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    server::serve_connections(listener, app, limits, open_connections, shutdown).await;
     limits_maintenance.abort();
     purge.abort();
-    served
 }

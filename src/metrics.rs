@@ -43,6 +43,8 @@ pub struct Metrics {
     redis_up: IntGauge,
     /// Events written per group-commit transaction.
     pub event_group_sizes: Histogram,
+    /// Client connections being served.
+    pub open_connections: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -92,6 +94,14 @@ impl Metrics {
         registry
             .register(Box::new(event_group_sizes.clone()))
             .expect("metric names are unique");
+        let open_connections = IntGauge::new(
+            "kpi_http_connections_open",
+            "Client connections being served",
+        )
+        .expect("valid gauge options");
+        registry
+            .register(Box::new(open_connections.clone()))
+            .expect("metric names are unique");
         Self {
             requests: counter(
                 &registry,
@@ -137,6 +147,7 @@ impl Metrics {
             latency,
             pool,
             event_group_sizes,
+            open_connections,
             registry,
         }
     }

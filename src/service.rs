@@ -5,6 +5,7 @@
 use anyhow::Context;
 
 use crate::cli::open_store;
+use crate::server::{serve_connections, ConnectionLimits};
 use crate::settings::Settings;
 use crate::AppState;
 
@@ -39,9 +40,15 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen for metrics on {address}"))?;
             tracing::info!(address = %metrics_listener.local_addr()?, "metrics served without credentials");
             let app = crate::metrics::port_router(state.clone());
-            Some(tokio::spawn(async move {
-                axum::serve(metrics_listener, app).await
-            }))
+            let limits = ConnectionLimits::from_settings(&state.settings);
+            let open_connections = state.metrics.open_connections.clone();
+            Some(tokio::spawn(serve_connections(
+                metrics_listener,
+                app,
+                limits,
+                open_connections,
+                std::future::pending(),
+            )))
         }
         None => None,
     };
@@ -53,11 +60,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let mut server = tokio::spawn(crate::serve(listener, state.clone(), shutdown));
     tokio::select! {
-        served = &mut server => served??,
+        served = &mut server => served?,
         _ = on_signal => {
             // No new connections are accepted now; requests in flight get until the deadline.
             match tokio::time::timeout(deadline, &mut server).await {
-                Ok(served) => served??,
+                Ok(served) => served?,
                 Err(_) => {
                     tracing::warn!(seconds = deadline.as_secs(), "requests still running at the shutdown deadline; stopping");
                     server.abort();

@@ -109,6 +109,11 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// How long a shutdown waits for requests in flight.
     pub shutdown_timeout: Duration,
+    /// How long a connection may take to send a request's headers, and how
+    /// long an idle keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// Client connections served at once. Further ones wait to be accepted.
+    pub max_connections: u32,
     /// A folder for daily log files, besides the console.
     pub log_dir: Option<std::path::PathBuf>,
     /// A separate port for `/metrics` without credentials; without it,
@@ -250,6 +255,18 @@ impl Settings {
             log_level: parse_log_level(get("LOG_LEVEL"))?,
             request_timeout: parse_seconds("REQUEST_TIMEOUT", get("REQUEST_TIMEOUT"), 30)?,
             shutdown_timeout: parse_seconds("SHUTDOWN_TIMEOUT", get("SHUTDOWN_TIMEOUT"), 20)?,
+            header_read_timeout: parse_seconds(
+                "HEADER_READ_TIMEOUT",
+                get("HEADER_READ_TIMEOUT"),
+                30,
+            )?,
+            max_connections: parse_count(
+                "MAX_CONNECTIONS",
+                get("MAX_CONNECTIONS"),
+                1000,
+                1..=1_000_000,
+                "an integer from 1 to 1000000",
+            )?,
             log_dir: get("LOG_DIR").map(std::path::PathBuf::from),
             metrics_port: get("METRICS_PORT")
                 .map(|port| parse_port_named("METRICS_PORT", &port))

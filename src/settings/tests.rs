@@ -295,6 +295,30 @@ fn database_pool_settings() {
 }
 
 #[test]
+fn connection_settings() {
+    let defaults = settings(&[]).unwrap();
+    assert_eq!(defaults.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(defaults.max_connections, 1000);
+
+    let set = settings(&[("HEADER_READ_TIMEOUT", "5"), ("MAX_CONNECTIONS", "20")]).unwrap();
+    assert_eq!(set.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(set.max_connections, 20);
+
+    for timeout in ["0", "-1", "1.5"] {
+        let err = settings(&[("HEADER_READ_TIMEOUT", timeout)]).unwrap_err();
+        assert_eq!(err.name, "HEADER_READ_TIMEOUT");
+    }
+    for count in ["0", "1000001", "many"] {
+        let err = settings(&[("MAX_CONNECTIONS", count)]).unwrap_err();
+        assert_eq!(err.name, "MAX_CONNECTIONS");
+        assert!(
+            err.to_string().contains("an integer from 1 to 1000000"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn transaction_pooler_needs_postgres_and_a_direct_url() {
     assert!(!settings(&[]).unwrap().pool_config().transaction_pooler);
     let pooled = "postgres://kpi@pooler.internal:6432/kpi";
