@@ -106,6 +106,26 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<std::sync::Arc<dy
     Ok(store)
 }
 
+/// Formats `err` with its causes, skipping a cause whose message the
+/// message before it already contains: sqlx's errors and the store's repeat
+/// their source's message, which would otherwise print two or three times.
+pub fn describe_error(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut last_shown = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        if last_shown.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+        last_shown = message;
+    }
+    text
+}
+
 /// Wraps a store error in `context`, followed by what to change when the
 /// error is the mark of a transaction pooler.
 fn with_hint(err: store::StoreError, context: &str) -> anyhow::Error {
@@ -259,5 +279,37 @@ fn print_key(key: &str, new_key: &NewKey) {
     println!("api key (shown only once; send it in the X-API-Key header): {key}");
     if let Some(at) = new_key.expires_at {
         println!("the key expires at {}", at.to_rfc3339());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner cause")]
+    struct Inner;
+
+    #[test]
+    fn describe_error_skips_repeated_causes() {
+        let err = anyhow::Error::new(Outer(Inner)).context("cannot start");
+
+        assert_eq!(describe_error(&err), "cannot start: outer: inner cause");
+    }
+
+    #[test]
+    fn describe_error_keeps_distinct_causes() {
+        let err = anyhow::Error::new(Inner)
+            .context("migration 3 failed")
+            .context("cannot start");
+
+        assert_eq!(
+            describe_error(&err),
+            "cannot start: migration 3 failed: inner cause"
+        );
     }
 }

@@ -45,8 +45,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "kpi-service failed");
-            eprintln!("kpi-service: {err:#}");
+            let message = cli::describe_error(&err);
+            tracing::error!(error = %message, "kpi-service failed");
+            eprintln!("kpi-service: {message}");
             ExitCode::FAILURE
         }
     }

@@ -30,11 +30,13 @@ const ALL_LOG_DAYS: usize = 30;
 const ERROR_LOG_DAYS: usize = 90;
 
 /// Maps the old service's level names to tracing directives; anything else
-/// (`info,sqlx=warn`) is taken as a directive already.
+/// (`info,sqlx=warn`) is taken as a directive already. At INFO, PostgreSQL's
+/// notices, such as the one for a migrations table that already exists at
+/// every start, are left out, and its warnings are kept.
 pub fn filter_directives(log_level: &str) -> String {
     match log_level.to_ascii_uppercase().as_str() {
         "DEBUG" => "debug".to_owned(),
-        "INFO" => "info".to_owned(),
+        "INFO" => "info,sqlx::postgres::notice=warn".to_owned(),
         "WARNING" | "WARN" => "warn".to_owned(),
         "ERROR" | "CRITICAL" => "error".to_owned(),
         _ => log_level.to_owned(),
@@ -59,7 +61,7 @@ type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 fn env_filter(log_level: &str) -> EnvFilter {
     EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter_directives(log_level)))
-        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .unwrap_or_else(|_| EnvFilter::new(filter_directives("INFO")))
 }
 
 /// Builds a formatting layer: JSON lines in production, plain text otherwise.
@@ -216,6 +218,10 @@ mod tests {
         assert_eq!(filter_directives("WARNING"), "warn");
         assert_eq!(filter_directives("CRITICAL"), "error");
         assert_eq!(filter_directives("debug"), "debug");
+        assert_eq!(
+            filter_directives("INFO"),
+            "info,sqlx::postgres::notice=warn"
+        );
         assert_eq!(filter_directives("info,sqlx=warn"), "info,sqlx=warn");
     }
 }

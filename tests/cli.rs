@@ -437,6 +437,86 @@ async fn migrate_uses_direct_url() {
 }
 
 #[tokio::test]
+async fn unreachable_database_names_address() {
+    // A port that was just free: nothing listens there, so every
+    // connection is refused, and sqlx retries until the acquire timeout.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("postgres://kpi:hunter2@127.0.0.1:{port}/kpi");
+    let binary = Binary::new(&url);
+
+    let output = binary
+        .run_with(
+            &[("DATABASE_URL", &url), ("DATABASE_ACQUIRE_TIMEOUT", "1")],
+            &["migrate"],
+        )
+        .await;
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!("cannot reach PostgreSQL at 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(last.to_lowercase().contains("refused"), "{stderr}");
+    assert!(!last.contains("pool timed out"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is shown: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn database_error_printed_once() {
+    let Some(server_url) = common::postgres_url() else {
+        return;
+    };
+    let url = common::database_url(&server_url, "kpi_no_such_database");
+    let binary = Binary::new(&url);
+
+    let output = binary.run(&["migrate"]).await;
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("kpi-service: "), "{stderr}");
+    assert_eq!(last.matches("does not exist").count(), 1, "{stderr}");
+}
+
+#[tokio::test]
+async fn migrate_hides_postgres_notices_at_info() {
+    // The second run finds the migrations table already there, which
+    // PostgreSQL reports with a notice.
+    if common::postgres_url().is_none() {
+        return;
+    }
+    let db = TestDb::create(Backend::Postgres).await;
+    let binary = Binary::new(db.url());
+    let info = [("DATABASE_URL", db.url()), ("LOG_LEVEL", "INFO")];
+    let debug = [("DATABASE_URL", db.url()), ("LOG_LEVEL", "DEBUG")];
+
+    binary.succeed(&["migrate"]).await;
+    let at_info = binary.run_with(&info, &["migrate"]).await;
+    let at_debug = binary.run_with(&debug, &["migrate"]).await;
+
+    assert!(at_info.status.success(), "{}", all_output(&at_info));
+    let notice = "already exists, skipping";
+    assert!(
+        !all_output(&at_info).contains(notice),
+        "{}",
+        all_output(&at_info)
+    );
+    assert!(
+        all_output(&at_debug).contains(notice),
+        "{}",
+        all_output(&at_debug)
+    );
+}
+
+#[tokio::test]
 async fn direct_url_needs_postgres() {
     let output = start_with(
         "DATABASE_DIRECT_URL",

@@ -69,8 +69,8 @@ pub fn parse_direct_url(
     if !matches!(database_url, DatabaseUrl::Postgres(_)) {
         return Err(SettingsError::secret(
             "DATABASE_DIRECT_URL",
-            "set while DATABASE_URL is not a PostgreSQL URL",
-            "no DATABASE_DIRECT_URL with SQLite",
+            "set while the database is SQLite (DATABASE_URL unset or sqlite://)",
+            "no DATABASE_DIRECT_URL with SQLite, or a postgres:// DATABASE_URL",
         ));
     }
     Ok(Some(url))
@@ -93,8 +93,8 @@ pub fn parse_transaction_pooler(
         return Err(SettingsError::new(
             NAME,
             &text,
-            "set while DATABASE_URL is not a PostgreSQL URL",
-            "false with SQLite",
+            "set while the database is SQLite (DATABASE_URL unset or sqlite://)",
+            "false with SQLite, or a postgres:// DATABASE_URL",
         ));
     }
     if direct_url.is_none() {

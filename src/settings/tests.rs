@@ -343,6 +343,7 @@ fn transaction_pooler_needs_postgres_and_a_direct_url() {
     let err = settings(&[("DATABASE_TRANSACTION_POOLER", "true")]).unwrap_err();
     assert_eq!(err.name, "DATABASE_TRANSACTION_POOLER");
     assert!(err.to_string().contains("false with SQLite"), "{err}");
+    assert!(err.to_string().contains("DATABASE_URL unset"), "{err}");
 
     let err = settings(&[
         ("DATABASE_URL", pooled),

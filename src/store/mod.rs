@@ -30,6 +30,12 @@ use crate::settings::DatabaseUrl;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database did not accept a connection at start-up.
+    #[error(
+        "cannot reach PostgreSQL at {address}: {reason}; check that it is running and \
+         accepts connections there"
+    )]
+    Unreachable { address: String, reason: String },
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("center {0} already exists")]

@@ -1,16 +1,17 @@
 //! The PostgreSQL backend, for production.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use super::event_group::{GroupSums, NewId};
 use super::last_sync::LastSync;
 use super::reads::impl_read_store;
 use super::shared::impl_store;
-use super::{DayBatch, PoolConfig, StoreResult};
+use super::{DayBatch, PoolConfig, StoreError, StoreResult};
 
 pub struct PgStore {
     pool: PgPool,
@@ -22,10 +23,37 @@ pub struct PgStore {
     last_sync: LastSync,
 }
 
+/// Explains a pool that timed out opening its first connection. sqlx
+/// retries a refused or reset connection until the acquire timeout, then
+/// reports only the timeout, so one direct attempt fetches the real error.
+async fn unreachable(options: &PgConnectOptions, wait: Duration) -> StoreError {
+    let address = match options.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    let reason = match tokio::time::timeout(wait, PgConnection::connect_with(options)).await {
+        Ok(Err(err)) => err.to_string(),
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            format!("no connection within {} s", wait.as_secs())
+        }
+        Err(_) => format!("no response within {} s", wait.as_secs()),
+    };
+    StoreError::Unreachable { address, reason }
+}
+
 impl PgStore {
     pub async fn connect(url: &str, config: PoolConfig) -> StoreResult<Self> {
         let options = Self::connect_options(url)?;
-        let pool = Self::pool_options(config).connect_with(options).await?;
+        let pool = match Self::pool_options(config)
+            .connect_with(options.clone())
+            .await
+        {
+            Err(sqlx::Error::PoolTimedOut) => {
+                return Err(unreachable(&options, config.acquire_timeout).await)
+            }
+            pool => pool?,
+        };
         Ok(Self {
             pool,
             persistent: !config.transaction_pooler,
