@@ -43,7 +43,7 @@ pub struct Metrics {
     redis_up: IntGauge,
     /// Events written per group-commit transaction.
     pub event_group_sizes: Histogram,
-    /// Client connections being served.
+    /// Client connections being served, the metrics port's included.
     pub open_connections: IntGauge,
 }
 
@@ -96,7 +96,7 @@ impl Metrics {
             .expect("metric names are unique");
         let open_connections = IntGauge::new(
             "kpi_http_connections_open",
-            "Client connections being served",
+            "Client connections being served, the metrics port's included",
         )
         .expect("valid gauge options");
         registry
