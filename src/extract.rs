@@ -1,6 +1,8 @@
 //! Reading request bodies: content type, size, JSON syntax, then the typed
 //! body with every validation rule, each failure reported at its path.
 
+use std::cmp::Ordering;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, OptionalFromRequest, Request};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -100,10 +102,29 @@ pub fn parse<T: DeserializeOwned + Validate>(value: &Value) -> Result<T, Vec<Fie
     parsed.validate().map_err(|errors| {
         let mut list = Vec::new();
         flatten(&errors, &mut vec![Value::from("body")], &mut list);
-        list.sort_by_key(|error| Value::Array(error.loc.clone()).to_string());
+        list.sort_by(|a, b| compare_locations(&a.loc, &b.loc).then_with(|| a.msg.cmp(&b.msg)));
         cap_errors(list)
     })?;
     Ok(parsed)
+}
+
+/// Orders error locations segment by segment, list indexes by number, so
+/// that `tests[2]` comes before `tests[10]` and a capped list keeps the
+/// first items.
+fn compare_locations(a: &[Value], b: &[Value]) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
+        let order = match (x, y) {
+            (Value::Number(x), Value::Number(y)) => x.as_u64().cmp(&y.as_u64()),
+            (Value::String(x), Value::String(y)) => x.cmp(y),
+            (Value::String(_), _) => Ordering::Less,
+            (_, Value::String(_)) => Ordering::Greater,
+            _ => Ordering::Equal,
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// The maximum number of errors one response lists, so that a huge invalid body cannot

@@ -480,5 +480,14 @@ both_backends!(
         let listed = errors_body["errors"].as_array().unwrap();
         assert_eq!(listed.len(), 101, "100 errors and a note");
         assert_eq!(listed[100]["type"], "too_many_errors");
+        let indexes: Vec<u64> = listed[..100]
+            .iter()
+            .map(|error| error["loc"][2].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            indexes,
+            (0..100).collect::<Vec<u64>>(),
+            "the first items, in order"
+        );
     }
 );
