@@ -20,9 +20,11 @@ workdir="$(mktemp -d)"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 master_key="browser-test-master-key-0123456789abcdef"
 password="browser-test-password"
+# exec makes the subshell's process the service itself, so that the trap
+# below stops the service and not only the subshell.
 (
     cd "$workdir"
-    env -i PATH="$PATH" PORT="$port" CENTER_API_KEY="$master_key" DASHBOARD_PASSWORD="$password" \
+    exec env -i PATH="$PATH" PORT="$port" CENTER_API_KEY="$master_key" DASHBOARD_PASSWORD="$password" \
         DATABASE_URL="sqlite://$workdir/kpi.db" "$binary" >"$workdir/service.log" 2>&1
 ) &
 service=$!
