@@ -64,6 +64,8 @@ pub async fn serve_connections<S>(
     S: Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
 {
+    // TODO: no timeout covers writes, so a client that stops reading its
+    // responses keeps its connection until it closes it.
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

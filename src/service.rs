@@ -13,9 +13,7 @@ use crate::AppState;
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = open_store(&settings).await?;
     let address = std::net::SocketAddr::new(settings.host, settings.port);
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address}"))?;
+    let listener = listen(address).with_context(|| format!("cannot listen on {address}"))?;
     tracing::info!(
         address = %listener.local_addr()?,
         environment = settings.environment.as_str(),
@@ -78,6 +76,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("service stopped");
     Ok(())
+}
+
+/// Connections the kernel queues while every `MAX_CONNECTIONS` slot is
+/// taken. Linux caps it at `net.core.somaxconn`, 4096 by default since 5.4.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `address` with a listen queue of [`LISTEN_BACKLOG`], where
+/// `TcpListener::bind` would leave 128.
+fn listen(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn shutdown_signal() {

@@ -30,13 +30,16 @@ const ALL_LOG_DAYS: usize = 30;
 const ERROR_LOG_DAYS: usize = 90;
 
 /// Maps the old service's level names to tracing directives; anything else
-/// (`info,sqlx=warn`) is taken as a directive already. At INFO, PostgreSQL's
-/// notices, such as the one for a migrations table that already exists at
-/// every start, are left out, and its warnings are kept.
+/// (`info,tower_http=debug`) is taken as a directive already.
+///
+/// NOTE: a directive that turns off PostgreSQL's notices, such as
+/// `sqlx=warn`, can also drop the next line logged on that thread: sqlx
+/// checks `enabled!` before a notice, and with per-layer filters a check that
+/// is not followed by an event disables the next event.
 pub fn filter_directives(log_level: &str) -> String {
     match log_level.to_ascii_uppercase().as_str() {
         "DEBUG" => "debug".to_owned(),
-        "INFO" => "info,sqlx::postgres::notice=warn".to_owned(),
+        "INFO" => "info".to_owned(),
         "WARNING" | "WARN" => "warn".to_owned(),
         "ERROR" | "CRITICAL" => "error".to_owned(),
         _ => log_level.to_owned(),
@@ -61,7 +64,7 @@ type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 fn env_filter(log_level: &str) -> EnvFilter {
     EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter_directives(log_level)))
-        .unwrap_or_else(|_| EnvFilter::new(filter_directives("INFO")))
+        .unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
 /// Builds a formatting layer: JSON lines in production, plain text otherwise.
@@ -218,10 +221,6 @@ mod tests {
         assert_eq!(filter_directives("WARNING"), "warn");
         assert_eq!(filter_directives("CRITICAL"), "error");
         assert_eq!(filter_directives("debug"), "debug");
-        assert_eq!(
-            filter_directives("INFO"),
-            "info,sqlx::postgres::notice=warn"
-        );
         assert_eq!(filter_directives("info,sqlx=warn"), "info,sqlx=warn");
     }
 }

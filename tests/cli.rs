@@ -487,32 +487,26 @@ async fn database_error_printed_once() {
 }
 
 #[tokio::test]
-async fn migrate_hides_postgres_notices_at_info() {
-    // The second run finds the migrations table already there, which
-    // PostgreSQL reports with a notice.
+async fn migrate_logs_result_at_info() {
+    // A second run meets the migrations table that the first made, which
+    // PostgreSQL reports with a notice. A filter that drops the notice
+    // through an `enabled!` check can also drop the next line, so the
+    // outcome must still show at the default level.
     if common::postgres_url().is_none() {
         return;
     }
     let db = TestDb::create(Backend::Postgres).await;
     let binary = Binary::new(db.url());
     let info = [("DATABASE_URL", db.url()), ("LOG_LEVEL", "INFO")];
-    let debug = [("DATABASE_URL", db.url()), ("LOG_LEVEL", "DEBUG")];
 
     binary.succeed(&["migrate"]).await;
-    let at_info = binary.run_with(&info, &["migrate"]).await;
-    let at_debug = binary.run_with(&debug, &["migrate"]).await;
+    let again = binary.run_with(&info, &["migrate"]).await;
 
-    assert!(at_info.status.success(), "{}", all_output(&at_info));
-    let notice = "already exists, skipping";
+    assert!(again.status.success(), "{}", all_output(&again));
     assert!(
-        !all_output(&at_info).contains(notice),
+        all_output(&again).contains("migrations applied"),
         "{}",
-        all_output(&at_info)
-    );
-    assert!(
-        all_output(&at_debug).contains(notice),
-        "{}",
-        all_output(&at_debug)
+        all_output(&again)
     );
 }
 

@@ -399,7 +399,7 @@ pub fn parse_quota(
 /// part is a level or `target=level`. A typo would otherwise silence the log.
 pub fn parse_log_level(value: Option<String>) -> Result<String, SettingsError> {
     const EXPECTED: &str =
-        "DEBUG, INFO, WARNING, ERROR or CRITICAL, or directives such as info,sqlx=warn";
+        "DEBUG, INFO, WARNING, ERROR or CRITICAL, or directives such as info,tower_http=debug";
     const LEVELS: [&str; 9] = [
         "trace", "debug", "info", "warn", "warning", "error", "critical", "off", "",
     ];

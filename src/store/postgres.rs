@@ -37,7 +37,10 @@ async fn unreachable(options: &PgConnectOptions, wait: Duration) -> StoreError {
             let _ = connection.close().await;
             format!("no connection within {} s", wait.as_secs())
         }
-        Err(_) => format!("no response within {} s", wait.as_secs()),
+        Err(_) => format!(
+            "no response within {} s, twice: to the pool and to a direct attempt",
+            wait.as_secs()
+        ),
     };
     StoreError::Unreachable { address, reason }
 }
