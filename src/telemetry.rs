@@ -33,9 +33,9 @@ const ERROR_LOG_DAYS: usize = 90;
 /// (`info,tower_http=debug`) is taken as a directive already.
 ///
 /// NOTE: a directive that turns off PostgreSQL's notices, such as
-/// `sqlx=warn`, can also drop the next line logged on that thread: sqlx
-/// checks `enabled!` before a notice, and with per-layer filters a check that
-/// is not followed by an event disables the next event.
+/// `sqlx=warn`, can also drop the next line logged on that thread. sqlx
+/// checks `enabled!` before a notice, and with per-layer filters a check
+/// that is not followed by an event disables the next event.
 pub fn filter_directives(log_level: &str) -> String {
     match log_level.to_ascii_uppercase().as_str() {
         "DEBUG" => "debug".to_owned(),

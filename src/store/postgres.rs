@@ -26,7 +26,7 @@ pub struct PgStore {
 /// Explains a pool that timed out opening its first connection. sqlx
 /// retries a refused or reset connection until the acquire timeout, then
 /// reports only the timeout, so one direct attempt fetches the real error.
-async fn unreachable(options: &PgConnectOptions, wait: Duration) -> StoreError {
+async fn explain_pool_timeout(options: &PgConnectOptions, wait: Duration) -> StoreError {
     let address = match options.get_socket() {
         Some(socket) => socket.display().to_string(),
         None => format!("{}:{}", options.get_host(), options.get_port()),
@@ -53,7 +53,7 @@ impl PgStore {
             .await
         {
             Err(sqlx::Error::PoolTimedOut) => {
-                return Err(unreachable(&options, config.acquire_timeout).await)
+                return Err(explain_pool_timeout(&options, config.acquire_timeout).await)
             }
             pool => pool?,
         };
